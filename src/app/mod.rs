@@ -1,0 +1,457 @@
+//! The desktop app (eframe/egui on wgpu). This first version is the sample browser with
+//! keyboard relabeling over the durable store; the modality panes, timeline and the
+//! prediction/ensemble/training tabs build on it.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+
+use anyhow::Result;
+use eframe::egui;
+
+use crate::dataset::{Sample, Split};
+use crate::store::{Dataset, Event};
+use crate::util::default_author;
+
+const LAST_DATASET_KEY: &str = "mgscope.last_dataset";
+
+/// Default place for the demo dataset the app offers on first launch.
+pub fn default_demo_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("mgscope").join("demo")
+}
+
+/// Opens the window. `dataset`: a dataset folder; `None` reopens the last one or offers the demo.
+pub fn run(dataset: Option<PathBuf>) -> Result<()> {
+    let options = eframe::NativeOptions {
+        viewport: egui::ViewportBuilder::default()
+            .with_title("mgscope")
+            .with_inner_size([1280.0, 800.0]),
+        renderer: eframe::Renderer::Wgpu,
+        ..Default::default()
+    };
+    eframe::run_native(
+        "mgscope",
+        options,
+        Box::new(move |cc| {
+            let last = cc
+                .storage
+                .and_then(|s| s.get_string(LAST_DATASET_KEY))
+                .map(PathBuf::from);
+            let mut app = MgApp::default();
+            if let Some(p) = dataset.or(last) {
+                app.open(&p);
+            }
+            Ok(Box::new(app))
+        }),
+    )
+    .map_err(|e| anyhow::anyhow!("could not open the window: {e}"))
+}
+
+enum DemoMsg {
+    Progress(usize, usize),
+    Done(Result<PathBuf, String>),
+}
+
+#[derive(Default)]
+struct MgApp {
+    dataset: Option<Dataset>,
+    samples: Vec<Sample>,
+    selected: Option<usize>,
+    filter: String,
+    split_filter: Option<Split>,
+    history: Vec<Event>,
+    status: String,
+    error: Option<String>,
+    demo_job: Option<(mpsc::Receiver<DemoMsg>, (usize, usize))>,
+}
+
+impl MgApp {
+    fn open(&mut self, dir: &Path) {
+        match Dataset::open(dir) {
+            Ok(ds) => {
+                self.dataset = Some(ds);
+                self.selected = None;
+                self.reload();
+                self.status = format!("opened {}", dir.display());
+                self.error = None;
+            }
+            Err(e) => self.error = Some(format!("{e}")),
+        }
+    }
+
+    fn reload(&mut self) {
+        let Some(ds) = &self.dataset else { return };
+        match ds.samples() {
+            Ok(s) => self.samples = s,
+            Err(e) => self.error = Some(e.to_string()),
+        }
+        self.load_history();
+    }
+
+    fn load_history(&mut self) {
+        let (Some(ds), Some(s)) = (&self.dataset, self.current()) else {
+            self.history.clear();
+            return;
+        };
+        match ds.history(Some(&s.clip_id)) {
+            Ok(h) => self.history = h,
+            Err(e) => self.error = Some(e.to_string()),
+        }
+    }
+
+    fn current(&self) -> Option<&Sample> {
+        self.selected.and_then(|i| self.samples.get(i))
+    }
+
+    fn visible(&self) -> Vec<usize> {
+        let f = self.filter.to_lowercase();
+        let tax = self.dataset.as_ref().map(|d| d.taxonomy());
+        self.samples
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| self.split_filter.is_none_or(|sp| s.split == sp))
+            .filter(|(_, s)| {
+                f.is_empty()
+                    || s.clip_id.to_lowercase().contains(&f)
+                    || s.label
+                        .zip(tax)
+                        .is_some_and(|(l, t)| t.name_of(l).to_lowercase().contains(&f))
+            })
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// Applies one store action to the selected sample, then refreshes from the store so the
+    /// screen shows exactly what is on disk.
+    fn act(&mut self, f: impl FnOnce(&mut Dataset, &str, &str) -> crate::Result<i64>) {
+        let Some(clip) = self.current().map(|s| s.clip_id.clone()) else {
+            return;
+        };
+        let Some(ds) = self.dataset.as_mut() else {
+            return;
+        };
+        match f(ds, &clip, &default_author()) {
+            Ok(_) => {
+                self.status = format!("saved change to {clip}");
+                self.error = None;
+            }
+            Err(e) => self.error = Some(e.to_string()),
+        }
+        self.reload();
+    }
+
+    fn undo_redo(&mut self, undo: bool) {
+        let Some(ds) = self.dataset.as_mut() else {
+            return;
+        };
+        let r = if undo { ds.undo() } else { ds.redo() };
+        match r {
+            Ok(Some(e)) => {
+                self.status = format!(
+                    "{} {:?} of {}",
+                    if undo { "undid" } else { "redid" },
+                    e.kind,
+                    e.clip_id
+                );
+                if let Some(i) = self.samples.iter().position(|s| s.clip_id == e.clip_id) {
+                    self.selected = Some(i);
+                }
+            }
+            Ok(None) => self.status = format!("nothing to {}", if undo { "undo" } else { "redo" }),
+            Err(e) => self.error = Some(e.to_string()),
+        }
+        self.reload();
+    }
+
+    fn start_demo(&mut self, ctx: &egui::Context) {
+        let (tx, rx) = mpsc::channel();
+        let ctx = ctx.clone();
+        let dir = default_demo_dir();
+        std::thread::spawn(move || {
+            let release = dir.join("release");
+            let progress_tx = tx.clone();
+            let progress_ctx = ctx.clone();
+            let result = (|| -> crate::Result<PathBuf> {
+                let cfg = crate::demo::DemoConfig::standard();
+                crate::demo::write_demo(&cfg, &release, &|d, n| {
+                    let _ = progress_tx.send(DemoMsg::Progress(d, n));
+                    progress_ctx.request_repaint();
+                })?;
+                let mut ds = Dataset::open_or_create(&dir, "imigue")?;
+                crate::dataset::import::import(
+                    crate::dataset::import::Format::Imigue,
+                    &release,
+                    &mut ds,
+                    &Default::default(),
+                )?;
+                Ok(dir)
+            })();
+            let _ = tx.send(DemoMsg::Done(result.map_err(|e| e.to_string())));
+            ctx.request_repaint();
+        });
+        self.demo_job = Some((rx, (0, 0)));
+    }
+
+    fn poll_jobs(&mut self) {
+        let mut finished = None;
+        if let Some((rx, progress)) = &mut self.demo_job {
+            while let Ok(msg) = rx.try_recv() {
+                match msg {
+                    DemoMsg::Progress(d, n) => *progress = (d, n),
+                    DemoMsg::Done(r) => finished = Some(r),
+                }
+            }
+        }
+        if let Some(r) = finished {
+            self.demo_job = None;
+            match r {
+                Ok(dir) => self.open(&dir),
+                Err(e) => self.error = Some(format!("demo generation failed: {e}")),
+            }
+        }
+    }
+
+    fn keyboard(&mut self, ctx: &egui::Context) {
+        if ctx.egui_wants_keyboard_input() {
+            return;
+        }
+        let visible = self.visible();
+        let (up, down, undo, redo, review) = ctx.input(|i| {
+            let cmd = i.modifiers.command;
+            (
+                i.key_pressed(egui::Key::ArrowUp) || i.key_pressed(egui::Key::K),
+                i.key_pressed(egui::Key::ArrowDown) || i.key_pressed(egui::Key::J),
+                cmd && !i.modifiers.shift && i.key_pressed(egui::Key::Z),
+                cmd && (i.key_pressed(egui::Key::Y)
+                    || (i.modifiers.shift && i.key_pressed(egui::Key::Z))),
+                !cmd && i.key_pressed(egui::Key::R),
+            )
+        });
+        if up || down {
+            let pos = self
+                .selected
+                .and_then(|s| visible.iter().position(|&v| v == s));
+            let next = match (pos, down) {
+                (None, _) => visible.first().copied(),
+                (Some(p), true) => visible.get(p + 1).or(visible.last()).copied(),
+                (Some(p), false) => visible.get(p.saturating_sub(1)).copied(),
+            };
+            if next != self.selected {
+                self.selected = next;
+                self.load_history();
+            }
+        }
+        if undo {
+            self.undo_redo(true);
+        }
+        if redo {
+            self.undo_redo(false);
+        }
+        if review {
+            if let Some(r) = self.current().map(|s| s.reviewed) {
+                self.act(|ds, clip, who| ds.set_reviewed(clip, !r, who));
+            }
+        }
+    }
+}
+
+impl eframe::App for MgApp {
+    fn ui(&mut self, ui: &mut egui::Ui, frame: &mut eframe::Frame) {
+        let ctx = ui.ctx().clone();
+        self.poll_jobs();
+        self.keyboard(&ctx);
+
+        egui::Panel::top("menu").show(ui, |ui| {
+            ui.horizontal(|ui| {
+                if ui.button("Open dataset…").clicked() {
+                    if let Some(dir) = rfd::FileDialog::new().pick_folder() {
+                        self.open(&dir);
+                    }
+                }
+                let busy = self.demo_job.is_some();
+                if ui
+                    .add_enabled(!busy, egui::Button::new("Generate demo dataset"))
+                    .clicked()
+                {
+                    self.start_demo(&ctx);
+                }
+                if let Some((_, (d, n))) = &self.demo_job {
+                    ui.add(
+                        egui::ProgressBar::new(if *n > 0 { *d as f32 / *n as f32 } else { 0.0 })
+                            .desired_width(160.0)
+                            .text(format!("demo: {d}/{n} videos")),
+                    );
+                }
+                ui.separator();
+                match &self.dataset {
+                    Some(ds) => ui.label(format!(
+                        "{} — {} samples",
+                        ds.root().display(),
+                        self.samples.len()
+                    )),
+                    None => ui.label("no dataset open"),
+                };
+            });
+        });
+
+        egui::Panel::bottom("status").show(ui, |ui| {
+            ui.horizontal(|ui| {
+                if let Some(e) = &self.error {
+                    ui.colored_label(egui::Color32::from_rgb(230, 90, 80), e);
+                } else {
+                    ui.label(&self.status);
+                }
+                ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+                    ui.weak("↑/↓ or j/k select · r reviewed · Ctrl+Z undo · Ctrl+Y redo");
+                });
+            });
+        });
+
+        egui::Panel::left("samples")
+            .default_size(360.0)
+            .show(ui, |ui| self.sample_list(ui));
+
+        egui::CentralPanel::default().show(ui, |ui| self.details(ui));
+
+        if let (Some(storage), Some(ds)) = (frame.storage_mut(), &self.dataset) {
+            storage.set_string(LAST_DATASET_KEY, ds.root().display().to_string());
+        }
+    }
+}
+
+impl MgApp {
+    fn sample_list(&mut self, ui: &mut egui::Ui) {
+        ui.horizontal(|ui| {
+            ui.label("Filter");
+            ui.text_edit_singleline(&mut self.filter);
+        });
+        ui.horizontal(|ui| {
+            ui.selectable_value(&mut self.split_filter, None, "all");
+            for sp in [Split::Train, Split::Val, Split::Test] {
+                ui.selectable_value(&mut self.split_filter, Some(sp), sp.as_str());
+            }
+        });
+        ui.separator();
+        if self.dataset.is_none() {
+            ui.label("Open a dataset folder, or generate the demo dataset.");
+            return;
+        }
+        let visible = self.visible();
+        let row_h = ui.text_style_height(&egui::TextStyle::Body) + 4.0;
+        let mut clicked = None;
+        let tax = self.dataset.as_ref().map(|d| d.taxonomy().clone());
+        egui::ScrollArea::vertical()
+            .auto_shrink([false, false])
+            .show_rows(ui, row_h, visible.len(), |ui, range| {
+                for &i in &visible[range] {
+                    let s = &self.samples[i];
+                    let class = match (s.label, &tax) {
+                        (Some(l), Some(t)) => format!("{l:>2} {}", t.name_of(l)),
+                        _ => "unlabeled".to_string(),
+                    };
+                    let mark = if s.reviewed { "✔" } else { " " };
+                    let changed = if s.label != s.imported_label {
+                        "*"
+                    } else {
+                        " "
+                    };
+                    let text = format!(
+                        "{mark}{changed} {:<10} {:<5} {:>5}–{:<5} {class}",
+                        s.clip_id,
+                        s.split.as_str(),
+                        s.start,
+                        s.end
+                    );
+                    let r = ui.selectable_label(
+                        self.selected == Some(i),
+                        egui::RichText::new(text).monospace(),
+                    );
+                    if r.clicked() {
+                        clicked = Some(i);
+                    }
+                }
+            });
+        if clicked.is_some() {
+            self.selected = clicked;
+            self.load_history();
+        }
+    }
+
+    fn details(&mut self, ui: &mut egui::Ui) {
+        let Some(s) = self.current().cloned() else {
+            ui.centered_and_justified(|ui| ui.label("Select a sample on the left."));
+            return;
+        };
+        let Some(tax) = self.dataset.as_ref().map(|d| d.taxonomy().clone()) else {
+            return;
+        };
+        ui.heading(&s.clip_id);
+        egui::Grid::new("facts").num_columns(2).show(ui, |ui| {
+            ui.label("video");
+            ui.label(&s.video);
+            ui.end_row();
+            ui.label("frames");
+            ui.label(format!("[{}, {}] — {} frames", s.start, s.end, s.frames()));
+            ui.end_row();
+            ui.label("split");
+            ui.label(s.split.as_str());
+            ui.end_row();
+            ui.label("class");
+            ui.label(match s.label {
+                Some(l) => format!("{l}: {}", tax.name_of(l)),
+                None => "unlabeled".into(),
+            });
+            ui.end_row();
+            ui.label("imported as");
+            ui.label(match s.imported_label {
+                Some(l) => format!("{l}: {}", tax.name_of(l)),
+                None => "unlabeled".into(),
+            });
+            ui.end_row();
+            ui.label("reviewed");
+            ui.label(if s.reviewed { "yes" } else { "no" });
+            ui.end_row();
+        });
+        ui.separator();
+        ui.label("Relabel (click a class):");
+        let mut chosen = None;
+        egui::Grid::new("classes").num_columns(4).show(ui, |ui| {
+            for (i, c) in tax.classes.iter().enumerate() {
+                let r =
+                    ui.selectable_label(s.label == Some(c.id), format!("{:>2} {}", c.id, c.name));
+                if r.clicked() {
+                    chosen = Some(c.id);
+                }
+                if i % 4 == 3 {
+                    ui.end_row();
+                }
+            }
+        });
+        if let Some(c) = chosen.filter(|c| Some(*c) != s.label) {
+            self.act(|ds, clip, who| ds.relabel(clip, c, who));
+        }
+        ui.separator();
+        ui.label("History of this sample:");
+        egui::ScrollArea::vertical()
+            .id_salt("history")
+            .show(ui, |ui| {
+                if self.history.is_empty() {
+                    ui.weak("no changes");
+                }
+                for e in self.history.iter().rev() {
+                    ui.label(format!(
+                        "{} {:?}: {} → {} by {} ({:?})",
+                        e.time_utc(),
+                        e.kind,
+                        e.old_value,
+                        e.new_value,
+                        e.author,
+                        e.state
+                    ));
+                }
+            });
+    }
+}

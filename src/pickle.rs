@@ -1,0 +1,2220 @@
+//! Restricted Python pickle reader and protocol-2 writer for pyskl annotation
+//! pickles and score dumps.
+//!
+//! Reference: opcode semantics follow CPython `Lib/pickle.py` (and the
+//! `pickletools` docs); array reconstruction follows numpy
+//! `ndarray.__reduce__` / `ndarray.__setstate__`, `numpy.dtype.__reduce__` and
+//! `numpy.core.numeric._frombuffer`.
+//!
+//! Nothing in a pickle is ever executed: `GLOBAL`/`STACK_GLOBAL` resolve
+//! against a fixed whitelist of data constructors that are re-implemented
+//! here, and every other global is refused with
+//! [`PickleError::ForbiddenGlobal`].
+
+use std::collections::{HashMap, HashSet};
+
+/// Values nested deeper than this are refused. CPython's own pickler cannot
+/// write much deeper structures (recursion limit 1000), and it keeps the
+/// recursive conversion, `Drop`, `Debug` and `PartialEq` of [`Value`] well
+/// inside a 2 MiB thread stack.
+pub const MAX_DEPTH: usize = 1000;
+
+/// Widest `LONG1`/`LONG4` integer accepted; decimal conversion is quadratic,
+/// so this bounds the work a hostile pickle can cause.
+const MAX_BIGINT_BYTES: usize = 4096;
+
+/// Cost units charged per materialised [`Value`] node; payload bytes cost one
+/// unit each. Roughly tracks memory, since a `Value` is a few dozen bytes.
+const NODE_COST: usize = 16;
+
+/// The memo lets a pickle reference one object many times; expanding those
+/// references into a tree could blow up exponentially, so the total cost of
+/// the output is capped relative to the input size.
+const EXPANSION_FACTOR: usize = 64;
+const EXPANSION_FLOOR: usize = 64 << 20;
+
+// ---------------------------------------------------------------------------
+// Public data model
+// ---------------------------------------------------------------------------
+
+/// A numpy element type that can be loaded as plain numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DType {
+    Bool,
+    I8,
+    U8,
+    I16,
+    U16,
+    I32,
+    U32,
+    I64,
+    U64,
+    F16,
+    F32,
+    F64,
+}
+
+impl DType {
+    /// Bytes per element.
+    pub fn itemsize(self) -> usize {
+        match self {
+            DType::Bool | DType::I8 | DType::U8 => 1,
+            DType::I16 | DType::U16 | DType::F16 => 2,
+            DType::I32 | DType::U32 | DType::F32 => 4,
+            DType::I64 | DType::U64 | DType::F64 => 8,
+        }
+    }
+
+    /// The code numpy's `dtype.__reduce__` uses, e.g. `"f4"`.
+    pub fn numpy_code(self) -> &'static str {
+        match self {
+            DType::Bool => "b1",
+            DType::I8 => "i1",
+            DType::U8 => "u1",
+            DType::I16 => "i2",
+            DType::U16 => "u2",
+            DType::I32 => "i4",
+            DType::U32 => "u4",
+            DType::I64 => "i8",
+            DType::U64 => "u8",
+            DType::F16 => "f2",
+            DType::F32 => "f4",
+            DType::F64 => "f8",
+        }
+    }
+
+    /// Parses a numpy type code without byte-order prefix.
+    pub fn from_numpy_code(code: &str) -> Option<DType> {
+        Some(match code {
+            "b1" | "?" => DType::Bool,
+            "i1" => DType::I8,
+            "u1" => DType::U8,
+            "i2" => DType::I16,
+            "u2" => DType::U16,
+            "i4" => DType::I32,
+            "u4" => DType::U32,
+            "i8" => DType::I64,
+            "u8" => DType::U64,
+            "f2" => DType::F16,
+            "f4" => DType::F32,
+            "f8" => DType::F64,
+            _ => return None,
+        })
+    }
+
+    pub fn is_integer(self) -> bool {
+        !matches!(self, DType::Bool | DType::F16 | DType::F32 | DType::F64)
+    }
+}
+
+/// A numpy array. `data` is always little-endian, laid out in C or Fortran
+/// order as `fortran_order` says.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NdArray {
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    pub fortran_order: bool,
+    pub data: Vec<u8>,
+}
+
+/// A loaded pickle. Python `bytes` and `bytearray` both become `Bytes`;
+/// `set` and `frozenset` both become `Set`; `OrderedDict` becomes `Dict`.
+/// `BigInt` holds the decimal text of integers outside `i64`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    None,
+    Bool(bool),
+    Int(i64),
+    BigInt(String),
+    Float(f64),
+    Str(String),
+    Bytes(Vec<u8>),
+    List(Vec<Value>),
+    Tuple(Vec<Value>),
+    Dict(Vec<(Value, Value)>),
+    Set(Vec<Value>),
+    Array(NdArray),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PickleError {
+    #[error("pickle truncated: the opcode at offset {offset} needs more bytes than remain")]
+    Truncated { offset: usize },
+    #[error("unknown pickle opcode 0x{opcode:02x} at offset {offset}")]
+    UnknownOpcode { opcode: u8, offset: usize },
+    #[error("pickle stack underflow at offset {offset}")]
+    StackUnderflow { offset: usize },
+    #[error("pickle MARK missing for the opcode at offset {offset}")]
+    MarkMissing { offset: usize },
+    #[error(
+        "forbidden global {module}.{name} at offset {offset}: only whitelisted numpy/builtin data constructors are loaded"
+    )]
+    ForbiddenGlobal {
+        module: String,
+        name: String,
+        offset: usize,
+    },
+    #[error("unsupported pickle feature at offset {offset}: {what}")]
+    Unsupported { what: String, offset: usize },
+    #[error("bad numpy state at offset {offset}: expected {expected}")]
+    BadNumpyState { expected: String, offset: usize },
+    #[error("pickle memo key {key} missing at offset {offset}")]
+    MemoKeyMissing { key: u64, offset: usize },
+    #[error("invalid pickle data at offset {offset}: {what}")]
+    Invalid { what: String, offset: usize },
+    #[error("pickle nests deeper than {limit} levels")]
+    TooDeep { limit: usize },
+    #[error("pickle expands past its size budget of {limit} units through shared references")]
+    TooLarge { limit: usize },
+    #[error("array error: {0}")]
+    Array(String),
+    #[error("persistent_load: {0}")]
+    PersistentLoad(String),
+}
+
+/// Hook that turns a persistent id (from `PERSID`/`BINPERSID`) into a value,
+/// as `Unpickler.persistent_load` does in Python.
+pub type PersistentLoad<'a> = &'a dyn Fn(Value) -> Result<Value, PickleError>;
+
+/// Reader options. Without a `persistent_load` hook, persistent ids are refused.
+#[derive(Default, Clone, Copy)]
+pub struct ReadOptions<'a> {
+    pub persistent_load: Option<PersistentLoad<'a>>,
+}
+
+// ---------------------------------------------------------------------------
+// NdArray helpers
+// ---------------------------------------------------------------------------
+
+impl NdArray {
+    /// Builds an array from little-endian bytes, checking the size.
+    pub fn new(
+        dtype: DType,
+        shape: Vec<usize>,
+        fortran_order: bool,
+        data: Vec<u8>,
+    ) -> Result<Self, PickleError> {
+        let a = NdArray {
+            dtype,
+            shape,
+            fortran_order,
+            data,
+        };
+        a.check_size()?;
+        Ok(a)
+    }
+
+    /// A C-order float32 array.
+    pub fn from_f32(shape: Vec<usize>, values: Vec<f32>) -> Result<Self, PickleError> {
+        let data = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        NdArray::new(DType::F32, shape, false, data)
+    }
+
+    /// A C-order float64 array.
+    pub fn from_f64(shape: Vec<usize>, values: Vec<f64>) -> Result<Self, PickleError> {
+        let data = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        NdArray::new(DType::F64, shape, false, data)
+    }
+
+    /// A C-order int64 array.
+    pub fn from_i64(shape: Vec<usize>, values: Vec<i64>) -> Result<Self, PickleError> {
+        let data = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        NdArray::new(DType::I64, shape, false, data)
+    }
+
+    /// Number of elements (product of the shape; 1 for a 0-d array).
+    pub fn len(&self) -> usize {
+        self.shape
+            .iter()
+            .fold(1usize, |acc, &d| acc.saturating_mul(d))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn ndim(&self) -> usize {
+        self.shape.len()
+    }
+
+    fn check_size(&self) -> Result<(), PickleError> {
+        let expected = self
+            .shape
+            .iter()
+            .try_fold(self.dtype.itemsize(), |acc, &d| acc.checked_mul(d));
+        match expected {
+            Some(n) if n == self.data.len() => Ok(()),
+            _ => Err(PickleError::Array(format!(
+                "shape {:?} of {} needs {} bytes, data has {}",
+                self.shape,
+                self.dtype.numpy_code(),
+                expected.map_or_else(|| "too many".to_string(), |n| n.to_string()),
+                self.data.len()
+            ))),
+        }
+    }
+
+    /// Elements in C order, converted to f32 from any numeric dtype.
+    pub fn to_f32_vec(&self) -> Result<Vec<f32>, PickleError> {
+        // Narrowing f64/i64 to f32 is the documented intent of this accessor.
+        self.convert(|e| e.as_f64() as f32)
+    }
+
+    /// Elements in C order, converted to f64 from any numeric dtype.
+    pub fn to_f64_vec(&self) -> Result<Vec<f64>, PickleError> {
+        self.convert(Elem::as_f64)
+    }
+
+    /// Elements in C order; only bool and integer dtypes are accepted, and
+    /// uint64 values above `i64::MAX` are an error.
+    pub fn to_i64_vec(&self) -> Result<Vec<i64>, PickleError> {
+        if !(self.dtype.is_integer() || self.dtype == DType::Bool) {
+            return Err(PickleError::Array(format!(
+                "cannot read {} array as integers",
+                self.dtype.numpy_code()
+            )));
+        }
+        let mut overflow = false;
+        let out = self.convert(|e| match e {
+            Elem::I(v) => v,
+            Elem::U(v) => i64::try_from(v).unwrap_or_else(|_| {
+                overflow = true;
+                0
+            }),
+            Elem::B(b) => i64::from(b),
+            Elem::F(v) => v as i64,
+        })?;
+        if overflow {
+            return Err(PickleError::Array(
+                "uint64 value does not fit in i64".to_string(),
+            ));
+        }
+        Ok(out)
+    }
+
+    fn convert<T: Copy>(&self, mut f: impl FnMut(Elem) -> T) -> Result<Vec<T>, PickleError> {
+        self.check_size()?;
+        let storage: Vec<T> = self
+            .data
+            .chunks_exact(self.dtype.itemsize())
+            .map(|c| f(decode_elem(self.dtype, c)))
+            .collect();
+        Ok(self.reorder_to_c(storage))
+    }
+
+    fn reorder_to_c<T: Copy>(&self, storage: Vec<T>) -> Vec<T> {
+        if !self.fortran_order || self.shape.len() < 2 || storage.is_empty() {
+            return storage;
+        }
+        let nd = self.shape.len();
+        let mut fstrides = vec![0usize; nd];
+        let mut acc = 1usize;
+        for (s, &d) in fstrides.iter_mut().zip(&self.shape) {
+            *s = acc;
+            acc = acc.saturating_mul(d);
+        }
+        let mut idx = vec![0usize; nd];
+        let mut out = Vec::with_capacity(storage.len());
+        for _ in 0..storage.len() {
+            let off: usize = idx.iter().zip(&fstrides).map(|(i, s)| i * s).sum();
+            if let Some(v) = storage.get(off) {
+                out.push(*v);
+            }
+            // Advance the C-order multi-index: last axis fastest.
+            for k in (0..nd).rev() {
+                idx[k] += 1;
+                if idx[k] < self.shape[k] {
+                    break;
+                }
+                idx[k] = 0;
+            }
+        }
+        out
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Elem {
+    I(i64),
+    U(u64),
+    F(f64),
+    B(bool),
+}
+
+impl Elem {
+    fn as_f64(self) -> f64 {
+        match self {
+            Elem::I(v) => v as f64,
+            Elem::U(v) => v as f64,
+            Elem::F(v) => v,
+            Elem::B(b) => f64::from(u8::from(b)),
+        }
+    }
+}
+
+/// Decodes one little-endian element; `c` is exactly `itemsize` long.
+fn decode_elem(dtype: DType, c: &[u8]) -> Elem {
+    fn arr<const N: usize>(c: &[u8]) -> [u8; N] {
+        let mut a = [0u8; N];
+        for (d, s) in a.iter_mut().zip(c) {
+            *d = *s;
+        }
+        a
+    }
+    match dtype {
+        DType::Bool => Elem::B(c.first().is_some_and(|&b| b != 0)),
+        DType::I8 => Elem::I(i64::from(i8::from_le_bytes(arr(c)))),
+        DType::U8 => Elem::U(u64::from(u8::from_le_bytes(arr(c)))),
+        DType::I16 => Elem::I(i64::from(i16::from_le_bytes(arr(c)))),
+        DType::U16 => Elem::U(u64::from(u16::from_le_bytes(arr(c)))),
+        DType::I32 => Elem::I(i64::from(i32::from_le_bytes(arr(c)))),
+        DType::U32 => Elem::U(u64::from(u32::from_le_bytes(arr(c)))),
+        DType::I64 => Elem::I(i64::from_le_bytes(arr(c))),
+        DType::U64 => Elem::U(u64::from_le_bytes(arr(c))),
+        DType::F16 => Elem::F(f64::from(f16_to_f32(u16::from_le_bytes(arr(c))))),
+        DType::F32 => Elem::F(f64::from(f32::from_le_bytes(arr(c)))),
+        DType::F64 => Elem::F(f64::from_le_bytes(arr(c))),
+    }
+}
+
+/// IEEE 754 binary16 to binary32; exact for every input.
+fn f16_to_f32(h: u16) -> f32 {
+    let sign = u32::from(h >> 15) << 31;
+    let exp = u32::from((h >> 10) & 0x1f);
+    let mant = u32::from(h & 0x3ff);
+    let bits = match (exp, mant) {
+        (0, 0) => sign,
+        (0, m) => {
+            // Subnormal half: value is m * 2^-24, renormalise into f32.
+            let shift = m.leading_zeros() - 21;
+            let m = (m << shift) & 0x3ff;
+            let e = 127 - 15 + 1 - shift;
+            sign | (e << 23) | (m << 13)
+        }
+        (0x1f, m) => sign | 0x7f80_0000 | (m << 13),
+        (e, m) => sign | ((e + 127 - 15) << 23) | (m << 13),
+    };
+    f32::from_bits(bits)
+}
+
+// ---------------------------------------------------------------------------
+// Value helpers
+// ---------------------------------------------------------------------------
+
+impl Value {
+    /// Looks up a str key in a `Dict`. When a key repeats, the last entry
+    /// wins, as it would in Python.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        match self {
+            Value::Dict(items) => items
+                .iter()
+                .rev()
+                .find(|(k, _)| k.as_str() == Some(key))
+                .map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// `Int`, `Bool`, or a 0-d integer/bool array (numpy scalars already
+    /// load as `Int`).
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            Value::Int(i) => Some(*i),
+            Value::Bool(b) => Some(i64::from(*b)),
+            Value::Array(a) if a.shape.is_empty() => {
+                a.to_i64_vec().ok().and_then(|v| v.first().copied())
+            }
+            _ => None,
+        }
+    }
+
+    /// `Float`, `Int`, `Bool`, or a 0-d numeric array.
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Value::Float(f) => Some(*f),
+            Value::Int(i) => Some(*i as f64),
+            Value::Bool(b) => Some(f64::from(u8::from(*b))),
+            Value::Array(a) if a.shape.is_empty() => {
+                a.to_f64_vec().ok().and_then(|v| v.first().copied())
+            }
+            _ => None,
+        }
+    }
+
+    pub fn as_bool(&self) -> Option<bool> {
+        match self {
+            Value::Bool(b) => Some(*b),
+            _ => None,
+        }
+    }
+
+    /// Items of a `List` or `Tuple`.
+    pub fn as_list(&self) -> Option<&[Value]> {
+        match self {
+            Value::List(v) | Value::Tuple(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    pub fn as_dict(&self) -> Option<&[(Value, Value)]> {
+        match self {
+            Value::Dict(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    pub fn as_bytes(&self) -> Option<&[u8]> {
+        match self {
+            Value::Bytes(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    pub fn as_array(&self) -> Option<&NdArray> {
+        match self {
+            Value::Array(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    /// Python-flavoured type name for error messages.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::None => "None",
+            Value::Bool(_) => "bool",
+            Value::Int(_) | Value::BigInt(_) => "int",
+            Value::Float(_) => "float",
+            Value::Str(_) => "str",
+            Value::Bytes(_) => "bytes",
+            Value::List(_) => "list",
+            Value::Tuple(_) => "tuple",
+            Value::Dict(_) => "dict",
+            Value::Set(_) => "set",
+            Value::Array(_) => "ndarray",
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Opcodes
+// ---------------------------------------------------------------------------
+
+mod op {
+    pub const MARK: u8 = b'(';
+    pub const STOP: u8 = b'.';
+    pub const POP: u8 = b'0';
+    pub const POP_MARK: u8 = b'1';
+    pub const DUP: u8 = b'2';
+    pub const FLOAT: u8 = b'F';
+    pub const INT: u8 = b'I';
+    pub const BININT: u8 = b'J';
+    pub const BININT1: u8 = b'K';
+    pub const LONG: u8 = b'L';
+    pub const BININT2: u8 = b'M';
+    pub const NONE: u8 = b'N';
+    pub const PERSID: u8 = b'P';
+    pub const BINPERSID: u8 = b'Q';
+    pub const REDUCE: u8 = b'R';
+    pub const STRING: u8 = b'S';
+    pub const BINSTRING: u8 = b'T';
+    pub const SHORT_BINSTRING: u8 = b'U';
+    pub const UNICODE: u8 = b'V';
+    pub const BINUNICODE: u8 = b'X';
+    pub const APPEND: u8 = b'a';
+    pub const BUILD: u8 = b'b';
+    pub const GLOBAL: u8 = b'c';
+    pub const DICT: u8 = b'd';
+    pub const EMPTY_DICT: u8 = b'}';
+    pub const APPENDS: u8 = b'e';
+    pub const GET: u8 = b'g';
+    pub const BINGET: u8 = b'h';
+    pub const INST: u8 = b'i';
+    pub const LONG_BINGET: u8 = b'j';
+    pub const LIST: u8 = b'l';
+    pub const EMPTY_LIST: u8 = b']';
+    pub const OBJ: u8 = b'o';
+    pub const PUT: u8 = b'p';
+    pub const BINPUT: u8 = b'q';
+    pub const LONG_BINPUT: u8 = b'r';
+    pub const SETITEM: u8 = b's';
+    pub const TUPLE: u8 = b't';
+    pub const EMPTY_TUPLE: u8 = b')';
+    pub const SETITEMS: u8 = b'u';
+    pub const BINFLOAT: u8 = b'G';
+    pub const PROTO: u8 = 0x80;
+    pub const NEWOBJ: u8 = 0x81;
+    pub const EXT1: u8 = 0x82;
+    pub const EXT2: u8 = 0x83;
+    pub const EXT4: u8 = 0x84;
+    pub const TUPLE1: u8 = 0x85;
+    pub const TUPLE2: u8 = 0x86;
+    pub const TUPLE3: u8 = 0x87;
+    pub const NEWTRUE: u8 = 0x88;
+    pub const NEWFALSE: u8 = 0x89;
+    pub const LONG1: u8 = 0x8a;
+    pub const LONG4: u8 = 0x8b;
+    pub const BINBYTES: u8 = b'B';
+    pub const SHORT_BINBYTES: u8 = b'C';
+    pub const SHORT_BINUNICODE: u8 = 0x8c;
+    pub const BINUNICODE8: u8 = 0x8d;
+    pub const BINBYTES8: u8 = 0x8e;
+    pub const EMPTY_SET: u8 = 0x8f;
+    pub const ADDITEMS: u8 = 0x90;
+    pub const FROZENSET: u8 = 0x91;
+    pub const NEWOBJ_EX: u8 = 0x92;
+    pub const STACK_GLOBAL: u8 = 0x93;
+    pub const MEMOIZE: u8 = 0x94;
+    pub const FRAME: u8 = 0x95;
+    pub const BYTEARRAY8: u8 = 0x96;
+    pub const NEXT_BUFFER: u8 = 0x97;
+    pub const READONLY_BUFFER: u8 = 0x98;
+}
+
+// ---------------------------------------------------------------------------
+// Reader
+// ---------------------------------------------------------------------------
+
+/// Loads a pickle (protocols 0–5) into a [`Value`] without executing anything.
+pub fn read_pickle(bytes: &[u8]) -> Result<Value, PickleError> {
+    read_pickle_with(bytes, &ReadOptions::default())
+}
+
+/// [`read_pickle`] with options (e.g. a persistent-id hook).
+pub fn read_pickle_with(bytes: &[u8], opts: &ReadOptions<'_>) -> Result<Value, PickleError> {
+    let budget = bytes
+        .len()
+        .saturating_mul(EXPANSION_FACTOR)
+        .saturating_add(EXPANSION_FLOOR);
+    let mut r = Reader {
+        data: bytes,
+        pos: 0,
+        at: 0,
+        nodes: Vec::new(),
+        stack: Vec::new(),
+        marks: Vec::new(),
+        memo: HashMap::new(),
+        persistent_load: opts.persistent_load,
+        budget,
+        budget_limit: budget,
+    };
+    r.run()
+}
+
+/// The whitelisted callables a pickle may name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Global {
+    Reconstruct,
+    NdarrayClass,
+    DtypeClass,
+    Scalar,
+    FromBuffer,
+    CodecsEncode,
+    Set,
+    FrozenSet,
+    Tuple,
+    List,
+    Bytes,
+    ByteArray,
+    OrderedDict,
+}
+
+fn resolve_global(module: &str, name: &str) -> Option<Global> {
+    let numpy_multiarray = matches!(module, "numpy.core.multiarray" | "numpy._core.multiarray");
+    let builtins = matches!(module, "builtins" | "__builtin__");
+    Some(match name {
+        "_reconstruct" if numpy_multiarray => Global::Reconstruct,
+        "scalar" if numpy_multiarray => Global::Scalar,
+        "_frombuffer" if matches!(module, "numpy.core.numeric" | "numpy._core.numeric") => {
+            Global::FromBuffer
+        }
+        "ndarray" if module == "numpy" => Global::NdarrayClass,
+        "dtype" if module == "numpy" => Global::DtypeClass,
+        "encode" if module == "_codecs" => Global::CodecsEncode,
+        "OrderedDict" if module == "collections" => Global::OrderedDict,
+        "set" if builtins => Global::Set,
+        "frozenset" if builtins => Global::FrozenSet,
+        "tuple" if builtins => Global::Tuple,
+        "list" if builtins => Global::List,
+        "bytes" if builtins => Global::Bytes,
+        "bytearray" if builtins => Global::ByteArray,
+        _ => return None,
+    })
+}
+
+/// A numpy dtype under construction: `numpy.dtype(code, ...)` followed by a
+/// `BUILD` whose state carries the byte order.
+#[derive(Debug, Clone)]
+struct DtypeNode {
+    code: String,
+    order: u8,
+}
+
+/// Objects live in an arena and the stack/memo hold indices, so that `BUILD`,
+/// `APPEND` and `SETITEM` mutate the one shared object as Python does.
+#[derive(Debug)]
+enum Node {
+    None,
+    Bool(bool),
+    Int(i64),
+    BigInt(String),
+    Float(f64),
+    Str(String),
+    Bytes(Vec<u8>),
+    List(Vec<usize>),
+    Tuple(Vec<usize>),
+    Dict(Vec<(usize, usize)>),
+    Set(Vec<usize>),
+    Array(NdArray),
+    Class(Global),
+    Dtype(DtypeNode),
+    /// `_reconstruct(ndarray, ...)` result waiting for its `BUILD` state.
+    PendingArray,
+}
+
+impl Node {
+    fn kind(&self) -> &'static str {
+        match self {
+            Node::None => "None",
+            Node::Bool(_) => "bool",
+            Node::Int(_) | Node::BigInt(_) => "int",
+            Node::Float(_) => "float",
+            Node::Str(_) => "str",
+            Node::Bytes(_) => "bytes",
+            Node::List(_) => "list",
+            Node::Tuple(_) => "tuple",
+            Node::Dict(_) => "dict",
+            Node::Set(_) => "set",
+            Node::Array(_) => "ndarray",
+            Node::Class(_) => "class/function",
+            Node::Dtype(_) => "numpy dtype",
+            Node::PendingArray => "unbuilt ndarray",
+        }
+    }
+}
+
+struct Reader<'a, 'o> {
+    data: &'a [u8],
+    pos: usize,
+    /// Offset of the opcode being executed, for error messages.
+    at: usize,
+    nodes: Vec<Node>,
+    stack: Vec<usize>,
+    /// Stack heights at each MARK.
+    marks: Vec<usize>,
+    memo: HashMap<u64, usize>,
+    persistent_load: Option<PersistentLoad<'o>>,
+    budget: usize,
+    budget_limit: usize,
+}
+
+type R<T> = Result<T, PickleError>;
+
+impl Reader<'_, '_> {
+    // ----- errors -----
+
+    fn invalid(&self, what: impl Into<String>) -> PickleError {
+        PickleError::Invalid {
+            what: what.into(),
+            offset: self.at,
+        }
+    }
+
+    fn unsupported(&self, what: impl Into<String>) -> PickleError {
+        PickleError::Unsupported {
+            what: what.into(),
+            offset: self.at,
+        }
+    }
+
+    fn bad_numpy(&self, expected: impl Into<String>) -> PickleError {
+        PickleError::BadNumpyState {
+            expected: expected.into(),
+            offset: self.at,
+        }
+    }
+
+    // ----- input -----
+
+    fn take(&mut self, n: u64) -> R<&[u8]> {
+        let remaining = (self.data.len() - self.pos) as u64;
+        if n > remaining {
+            return Err(PickleError::Truncated { offset: self.at });
+        }
+        // n <= remaining, which fits in usize.
+        let n = n as usize;
+        let s = self.data.get(self.pos..self.pos + n);
+        self.pos += n;
+        s.ok_or(PickleError::Truncated { offset: self.at })
+    }
+
+    fn take_array<const N: usize>(&mut self) -> R<[u8; N]> {
+        let s = self.take(N as u64)?;
+        let mut a = [0u8; N];
+        a.copy_from_slice(s);
+        Ok(a)
+    }
+
+    fn u8(&mut self) -> R<u8> {
+        Ok(self.take_array::<1>()?[0])
+    }
+
+    fn u16(&mut self) -> R<u16> {
+        Ok(u16::from_le_bytes(self.take_array()?))
+    }
+
+    fn u32(&mut self) -> R<u32> {
+        Ok(u32::from_le_bytes(self.take_array()?))
+    }
+
+    fn i32(&mut self) -> R<i32> {
+        Ok(i32::from_le_bytes(self.take_array()?))
+    }
+
+    fn u64(&mut self) -> R<u64> {
+        Ok(u64::from_le_bytes(self.take_array()?))
+    }
+
+    /// A text line without its trailing `\n`.
+    fn line(&mut self) -> R<&[u8]> {
+        let rest = self.data.get(self.pos..).unwrap_or(&[]);
+        let n = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or(PickleError::Truncated { offset: self.at })?;
+        let s = rest.get(..n).unwrap_or(&[]);
+        self.pos += n + 1;
+        Ok(s)
+    }
+
+    fn line_str(&mut self) -> R<String> {
+        let at = self.at;
+        let l = self.line()?;
+        std::str::from_utf8(l)
+            .map(str::to_owned)
+            .map_err(|_| PickleError::Invalid {
+                what: "line is not UTF-8".into(),
+                offset: at,
+            })
+    }
+
+    fn line_u64(&mut self) -> R<u64> {
+        let s = self.line_str()?;
+        s.trim()
+            .parse::<u64>()
+            .map_err(|_| self.invalid(format!("bad memo key {s:?}")))
+    }
+
+    // ----- stack -----
+
+    fn push(&mut self, n: Node) {
+        self.nodes.push(n);
+        self.stack.push(self.nodes.len() - 1);
+    }
+
+    fn floor(&self) -> usize {
+        self.marks.last().copied().unwrap_or(0)
+    }
+
+    fn pop(&mut self) -> R<usize> {
+        if self.stack.len() <= self.floor() {
+            return Err(PickleError::StackUnderflow { offset: self.at });
+        }
+        self.stack
+            .pop()
+            .ok_or(PickleError::StackUnderflow { offset: self.at })
+    }
+
+    fn top(&self) -> R<usize> {
+        if self.stack.len() <= self.floor() {
+            return Err(PickleError::StackUnderflow { offset: self.at });
+        }
+        self.stack
+            .last()
+            .copied()
+            .ok_or(PickleError::StackUnderflow { offset: self.at })
+    }
+
+    fn pop_mark(&mut self) -> R<Vec<usize>> {
+        let m = self
+            .marks
+            .pop()
+            .ok_or(PickleError::MarkMissing { offset: self.at })?;
+        if m > self.stack.len() {
+            return Err(PickleError::StackUnderflow { offset: self.at });
+        }
+        Ok(self.stack.split_off(m))
+    }
+
+    fn node(&self, i: usize) -> R<&Node> {
+        self.nodes
+            .get(i)
+            .ok_or(PickleError::StackUnderflow { offset: self.at })
+    }
+
+    fn node_mut(&mut self, i: usize) -> R<&mut Node> {
+        let at = self.at;
+        self.nodes
+            .get_mut(i)
+            .ok_or(PickleError::StackUnderflow { offset: at })
+    }
+
+    fn memo_get(&mut self, key: u64) -> R<()> {
+        let i = *self.memo.get(&key).ok_or(PickleError::MemoKeyMissing {
+            key,
+            offset: self.at,
+        })?;
+        self.stack.push(i);
+        Ok(())
+    }
+
+    fn memo_put(&mut self, key: u64) -> R<()> {
+        let i = self.top()?;
+        self.memo.insert(key, i);
+        Ok(())
+    }
+
+    // ----- main loop -----
+
+    fn run(&mut self) -> R<Value> {
+        loop {
+            self.at = self.pos;
+            let code = self.u8()?;
+            match code {
+                op::PROTO => {
+                    let p = self.u8()?;
+                    if p > 5 {
+                        return Err(self.unsupported(format!("pickle protocol {p}")));
+                    }
+                }
+                op::FRAME => {
+                    // Frames only batch reads; the content is parsed as usual.
+                    self.u64()?;
+                }
+                op::STOP => {
+                    let root = self.pop()?;
+                    return self.materialize(root);
+                }
+                op::MARK => self.marks.push(self.stack.len()),
+                op::POP => {
+                    if self.stack.len() > self.floor() {
+                        self.pop()?;
+                    } else {
+                        // CPython pops the mark when the current segment is empty.
+                        self.pop_mark()?;
+                    }
+                }
+                op::POP_MARK => {
+                    self.pop_mark()?;
+                }
+                op::DUP => {
+                    let t = self.top()?;
+                    self.stack.push(t);
+                }
+                op::NONE => self.push(Node::None),
+                op::NEWTRUE => self.push(Node::Bool(true)),
+                op::NEWFALSE => self.push(Node::Bool(false)),
+                op::INT => {
+                    let s = self.line_str()?;
+                    let n = match s.trim() {
+                        "01" => Node::Bool(true),
+                        "00" => Node::Bool(false),
+                        t => self.parse_decimal(t)?,
+                    };
+                    self.push(n);
+                }
+                op::LONG => {
+                    let s = self.line_str()?;
+                    let t = s.trim();
+                    let t = t.strip_suffix('L').unwrap_or(t);
+                    let n = self.parse_decimal(t)?;
+                    self.push(n);
+                }
+                op::BININT => {
+                    let v = self.i32()?;
+                    self.push(Node::Int(i64::from(v)));
+                }
+                op::BININT1 => {
+                    let v = self.u8()?;
+                    self.push(Node::Int(i64::from(v)));
+                }
+                op::BININT2 => {
+                    let v = self.u16()?;
+                    self.push(Node::Int(i64::from(v)));
+                }
+                op::LONG1 => {
+                    let n = u64::from(self.u8()?);
+                    self.load_long(n)?;
+                }
+                op::LONG4 => {
+                    let n = self.i32()?;
+                    let n = u64::try_from(n).map_err(|_| self.invalid("negative LONG4 length"))?;
+                    self.load_long(n)?;
+                }
+                op::FLOAT => {
+                    let s = self.line_str()?;
+                    let v = s
+                        .trim()
+                        .parse::<f64>()
+                        .map_err(|_| self.invalid(format!("bad float {s:?}")))?;
+                    self.push(Node::Float(v));
+                }
+                op::BINFLOAT => {
+                    let v = f64::from_be_bytes(self.take_array()?);
+                    self.push(Node::Float(v));
+                }
+                op::STRING => {
+                    let l = self.line()?.to_vec();
+                    let b = self.decode_string_repr(&l)?;
+                    self.push(Node::Str(latin1_to_string(&b)));
+                }
+                op::BINSTRING => {
+                    let n = self.i32()?;
+                    let n =
+                        u64::try_from(n).map_err(|_| self.invalid("negative BINSTRING length"))?;
+                    let s = latin1_to_string(self.take(n)?);
+                    self.push(Node::Str(s));
+                }
+                op::SHORT_BINSTRING => {
+                    let n = u64::from(self.u8()?);
+                    let s = latin1_to_string(self.take(n)?);
+                    self.push(Node::Str(s));
+                }
+                op::UNICODE => {
+                    let l = self.line()?.to_vec();
+                    let s = self.decode_raw_unicode_escape(&l)?;
+                    self.push(Node::Str(s));
+                }
+                op::BINUNICODE => {
+                    let n = u64::from(self.u32()?);
+                    self.load_unicode(n)?;
+                }
+                op::SHORT_BINUNICODE => {
+                    let n = u64::from(self.u8()?);
+                    self.load_unicode(n)?;
+                }
+                op::BINUNICODE8 => {
+                    let n = self.u64()?;
+                    self.load_unicode(n)?;
+                }
+                op::BINBYTES => {
+                    let n = u64::from(self.u32()?);
+                    self.load_bytes(n)?;
+                }
+                op::SHORT_BINBYTES => {
+                    let n = u64::from(self.u8()?);
+                    self.load_bytes(n)?;
+                }
+                op::BINBYTES8 | op::BYTEARRAY8 => {
+                    let n = self.u64()?;
+                    self.load_bytes(n)?;
+                }
+                op::EMPTY_LIST => self.push(Node::List(Vec::new())),
+                op::EMPTY_TUPLE => self.push(Node::Tuple(Vec::new())),
+                op::EMPTY_DICT => self.push(Node::Dict(Vec::new())),
+                op::EMPTY_SET => self.push(Node::Set(Vec::new())),
+                op::APPEND => {
+                    let v = self.pop()?;
+                    let l = self.top()?;
+                    self.extend_list(l, vec![v])?;
+                }
+                op::APPENDS => {
+                    let items = self.pop_mark()?;
+                    let l = self.top()?;
+                    self.extend_list(l, items)?;
+                }
+                op::LIST => {
+                    let items = self.pop_mark()?;
+                    self.push(Node::List(items));
+                }
+                op::TUPLE => {
+                    let items = self.pop_mark()?;
+                    self.push(Node::Tuple(items));
+                }
+                op::TUPLE1 | op::TUPLE2 | op::TUPLE3 => {
+                    let n = usize::from(code - op::TUPLE1 + 1);
+                    if self.stack.len() < self.floor() + n {
+                        return Err(PickleError::StackUnderflow { offset: self.at });
+                    }
+                    let items = self.stack.split_off(self.stack.len() - n);
+                    self.push(Node::Tuple(items));
+                }
+                op::DICT => {
+                    let items = self.pop_mark()?;
+                    let pairs = self.pairs(items)?;
+                    self.push(Node::Dict(pairs));
+                }
+                op::SETITEM => {
+                    let v = self.pop()?;
+                    let k = self.pop()?;
+                    let d = self.top()?;
+                    self.extend_dict(d, vec![(k, v)])?;
+                }
+                op::SETITEMS => {
+                    let items = self.pop_mark()?;
+                    let pairs = self.pairs(items)?;
+                    let d = self.top()?;
+                    self.extend_dict(d, pairs)?;
+                }
+                op::ADDITEMS => {
+                    let items = self.pop_mark()?;
+                    let s = self.top()?;
+                    let kind = self.node(s)?.kind();
+                    match self.node_mut(s)? {
+                        Node::Set(v) => v.extend(items),
+                        _ => return Err(self.unsupported(format!("ADDITEMS on a {kind}"))),
+                    }
+                }
+                op::FROZENSET => {
+                    let items = self.pop_mark()?;
+                    self.push(Node::Set(items));
+                }
+                op::GET => {
+                    let k = self.line_u64()?;
+                    self.memo_get(k)?;
+                }
+                op::BINGET => {
+                    let k = u64::from(self.u8()?);
+                    self.memo_get(k)?;
+                }
+                op::LONG_BINGET => {
+                    let k = u64::from(self.u32()?);
+                    self.memo_get(k)?;
+                }
+                op::PUT => {
+                    let k = self.line_u64()?;
+                    self.memo_put(k)?;
+                }
+                op::BINPUT => {
+                    let k = u64::from(self.u8()?);
+                    self.memo_put(k)?;
+                }
+                op::LONG_BINPUT => {
+                    let k = u64::from(self.u32()?);
+                    self.memo_put(k)?;
+                }
+                op::MEMOIZE => {
+                    let k = self.memo.len() as u64;
+                    self.memo_put(k)?;
+                }
+                op::GLOBAL => {
+                    let module = self.line_str()?;
+                    let name = self.line_str()?;
+                    let g = self.global(module, name)?;
+                    self.push(Node::Class(g));
+                }
+                op::STACK_GLOBAL => {
+                    let name = self.pop()?;
+                    let module = self.pop()?;
+                    let (Node::Str(module), Node::Str(name)) =
+                        (self.node(module)?, self.node(name)?)
+                    else {
+                        return Err(self.invalid("STACK_GLOBAL needs two str"));
+                    };
+                    let g = self.global(module.clone(), name.clone())?;
+                    self.push(Node::Class(g));
+                }
+                op::REDUCE => {
+                    let args = self.pop()?;
+                    let f = self.pop()?;
+                    let args = self.tuple_items(args, "REDUCE arguments")?;
+                    let n = self.call(f, &args)?;
+                    self.push(n);
+                }
+                op::NEWOBJ => {
+                    let args = self.pop()?;
+                    let cls = self.pop()?;
+                    let args = self.tuple_items(args, "NEWOBJ arguments")?;
+                    let n = self.new_obj(cls, &args)?;
+                    self.push(n);
+                }
+                op::NEWOBJ_EX => {
+                    let kwargs = self.pop()?;
+                    let args = self.pop()?;
+                    let cls = self.pop()?;
+                    if !matches!(self.node(kwargs)?, Node::Dict(d) if d.is_empty()) {
+                        return Err(self.unsupported("NEWOBJ_EX with keyword arguments"));
+                    }
+                    let args = self.tuple_items(args, "NEWOBJ_EX arguments")?;
+                    let n = self.new_obj(cls, &args)?;
+                    self.push(n);
+                }
+                op::INST => {
+                    let module = self.line_str()?;
+                    let name = self.line_str()?;
+                    let g = self.global(module, name)?;
+                    let args = self.pop_mark()?;
+                    self.nodes.push(Node::Class(g));
+                    let f = self.nodes.len() - 1;
+                    let n = self.call(f, &args)?;
+                    self.push(n);
+                }
+                op::OBJ => {
+                    let mut args = self.pop_mark()?;
+                    if args.is_empty() {
+                        return Err(PickleError::StackUnderflow { offset: self.at });
+                    }
+                    let cls = args.remove(0);
+                    let n = self.call(cls, &args)?;
+                    self.push(n);
+                }
+                op::BUILD => {
+                    let state = self.pop()?;
+                    let inst = self.top()?;
+                    self.build(inst, state)?;
+                }
+                op::PERSID => {
+                    let pid = self.line()?;
+                    let pid = Value::Str(latin1_to_string(pid));
+                    self.persistent(pid)?;
+                }
+                op::BINPERSID => {
+                    let pid = self.pop()?;
+                    let pid = self.materialize(pid)?;
+                    self.persistent(pid)?;
+                }
+                op::NEXT_BUFFER | op::READONLY_BUFFER => {
+                    return Err(self.unsupported(
+                        "protocol-5 out-of-band buffers (pickle was dumped with buffer_callback)",
+                    ));
+                }
+                op::EXT1 | op::EXT2 | op::EXT4 => {
+                    return Err(self.unsupported("copyreg extension registry (EXT1/EXT2/EXT4)"));
+                }
+                _ => {
+                    return Err(PickleError::UnknownOpcode {
+                        opcode: code,
+                        offset: self.at,
+                    })
+                }
+            }
+        }
+    }
+
+    fn global(&self, module: String, name: String) -> R<Global> {
+        resolve_global(&module, &name).ok_or(PickleError::ForbiddenGlobal {
+            module,
+            name,
+            offset: self.at,
+        })
+    }
+
+    fn persistent(&mut self, pid: Value) -> R<()> {
+        let Some(hook) = self.persistent_load else {
+            return Err(
+                self.unsupported("persistent ids (PERSID/BINPERSID) need a persistent_load hook")
+            );
+        };
+        let v = hook(pid)?;
+        let i = self.intern(v);
+        self.stack.push(i);
+        Ok(())
+    }
+
+    /// Copies a hook-provided value into the arena.
+    fn intern(&mut self, v: Value) -> usize {
+        let n = match v {
+            Value::None => Node::None,
+            Value::Bool(b) => Node::Bool(b),
+            Value::Int(i) => Node::Int(i),
+            Value::BigInt(s) => Node::BigInt(s),
+            Value::Float(f) => Node::Float(f),
+            Value::Str(s) => Node::Str(s),
+            Value::Bytes(b) => Node::Bytes(b),
+            Value::List(v) => Node::List(v.into_iter().map(|x| self.intern(x)).collect()),
+            Value::Tuple(v) => Node::Tuple(v.into_iter().map(|x| self.intern(x)).collect()),
+            Value::Set(v) => Node::Set(v.into_iter().map(|x| self.intern(x)).collect()),
+            Value::Dict(v) => Node::Dict(
+                v.into_iter()
+                    .map(|(k, x)| (self.intern(k), self.intern(x)))
+                    .collect(),
+            ),
+            Value::Array(a) => Node::Array(a),
+        };
+        self.nodes.push(n);
+        self.nodes.len() - 1
+    }
+
+    fn load_unicode(&mut self, n: u64) -> R<()> {
+        let at = self.at;
+        let b = self.take(n)?;
+        let s = std::str::from_utf8(b)
+            .map(str::to_owned)
+            .map_err(|_| PickleError::Invalid {
+                what: "string is not valid UTF-8".into(),
+                offset: at,
+            })?;
+        self.push(Node::Str(s));
+        Ok(())
+    }
+
+    fn load_bytes(&mut self, n: u64) -> R<()> {
+        let b = self.take(n)?.to_vec();
+        self.push(Node::Bytes(b));
+        Ok(())
+    }
+
+    fn load_long(&mut self, n: u64) -> R<()> {
+        if n > MAX_BIGINT_BYTES as u64 {
+            return Err(
+                self.unsupported(format!("integer of {n} bytes (limit {MAX_BIGINT_BYTES})"))
+            );
+        }
+        let b = self.take(n)?.to_vec();
+        self.push(long_from_le(&b));
+        Ok(())
+    }
+
+    /// Decimal text (INT/LONG) to `Int`, or a normalised `BigInt`.
+    fn parse_decimal(&self, t: &str) -> R<Node> {
+        if let Ok(v) = t.parse::<i64>() {
+            return Ok(Node::Int(v));
+        }
+        let (neg, digits) = match t.as_bytes().first() {
+            Some(b'-') => (true, &t[1..]),
+            Some(b'+') => (false, &t[1..]),
+            _ => (false, t),
+        };
+        if digits.is_empty() || !digits.bytes().all(|c| c.is_ascii_digit()) {
+            return Err(self.invalid(format!("bad integer {t:?}")));
+        }
+        if digits.len() > MAX_BIGINT_BYTES * 3 {
+            return Err(self.unsupported("integer with too many digits"));
+        }
+        let digits = digits.trim_start_matches('0');
+        // Short forms that still failed i64 parsing are only possible with
+        // leading zeros or "+"; re-parse the normalised text.
+        let text = if neg {
+            format!("-{digits}")
+        } else {
+            digits.to_string()
+        };
+        if digits.is_empty() {
+            return Ok(Node::Int(0));
+        }
+        Ok(match text.parse::<i64>() {
+            Ok(v) => Node::Int(v),
+            Err(_) => Node::BigInt(text),
+        })
+    }
+
+    /// Python 2 `str` repr (protocol 0 STRING) to bytes.
+    fn decode_string_repr(&self, l: &[u8]) -> R<Vec<u8>> {
+        let inner = match l {
+            [q, inner @ .., q2] if (*q == b'\'' || *q == b'"') && q == q2 => inner,
+            _ => return Err(self.invalid("STRING argument is not quoted")),
+        };
+        let mut out = Vec::with_capacity(inner.len());
+        let mut i = 0;
+        while let Some(&c) = inner.get(i) {
+            i += 1;
+            if c != b'\\' {
+                out.push(c);
+                continue;
+            }
+            let Some(&e) = inner.get(i) else {
+                return Err(self.invalid("trailing backslash in STRING"));
+            };
+            i += 1;
+            match e {
+                b'\n' => {}
+                b'\\' | b'\'' | b'"' => out.push(e),
+                b'a' => out.push(7),
+                b'b' => out.push(8),
+                b'f' => out.push(12),
+                b'n' => out.push(b'\n'),
+                b'r' => out.push(b'\r'),
+                b't' => out.push(b'\t'),
+                b'v' => out.push(11),
+                b'x' => {
+                    let h = inner
+                        .get(i..i + 2)
+                        .and_then(|h| std::str::from_utf8(h).ok())
+                        .and_then(|h| u8::from_str_radix(h, 16).ok())
+                        .ok_or_else(|| self.invalid("bad \\x escape in STRING"))?;
+                    out.push(h);
+                    i += 2;
+                }
+                b'0'..=b'7' => {
+                    let mut v = u32::from(e - b'0');
+                    for _ in 0..2 {
+                        match inner.get(i) {
+                            Some(&d @ b'0'..=b'7') => {
+                                v = v * 8 + u32::from(d - b'0');
+                                i += 1;
+                            }
+                            _ => break,
+                        }
+                    }
+                    out.push((v & 0xff) as u8);
+                }
+                _ => {
+                    out.push(b'\\');
+                    out.push(e);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// `raw-unicode-escape` (protocol 0 UNICODE): latin-1 bytes with
+    /// `\uXXXX` / `\UXXXXXXXX` escapes.
+    fn decode_raw_unicode_escape(&self, l: &[u8]) -> R<String> {
+        let mut out = String::with_capacity(l.len());
+        let mut i = 0;
+        let mut pending_high: Option<u32> = None;
+        while let Some(&c) = l.get(i) {
+            let width = match (c, l.get(i + 1)) {
+                (b'\\', Some(b'u')) => 4,
+                (b'\\', Some(b'U')) => 8,
+                _ => 0,
+            };
+            let cp = if width > 0 {
+                let cp = l
+                    .get(i + 2..i + 2 + width)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u32::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| self.invalid("bad \\u escape in UNICODE"))?;
+                i += 2 + width;
+                cp
+            } else {
+                i += 1;
+                u32::from(c)
+            };
+            if let Some(hi) = pending_high.take() {
+                if (0xdc00..0xe000).contains(&cp) {
+                    let full = 0x10000 + ((hi - 0xd800) << 10) + (cp - 0xdc00);
+                    out.push(char::from_u32(full).ok_or_else(|| self.invalid("bad surrogate"))?);
+                    continue;
+                }
+                return Err(self.invalid("unpaired surrogate in UNICODE"));
+            }
+            if (0xd800..0xdc00).contains(&cp) {
+                pending_high = Some(cp);
+                continue;
+            }
+            out.push(
+                char::from_u32(cp).ok_or_else(|| self.invalid("invalid code point in UNICODE"))?,
+            );
+        }
+        if pending_high.is_some() {
+            return Err(self.invalid("unpaired surrogate in UNICODE"));
+        }
+        Ok(out)
+    }
+
+    // ----- containers -----
+
+    fn pairs(&self, items: Vec<usize>) -> R<Vec<(usize, usize)>> {
+        if items.len() % 2 != 0 {
+            return Err(self.invalid("odd number of items for a dict"));
+        }
+        Ok(items.chunks_exact(2).map(|c| (c[0], c[1])).collect())
+    }
+
+    fn extend_list(&mut self, l: usize, items: Vec<usize>) -> R<()> {
+        let kind = self.node(l)?.kind();
+        match self.node_mut(l)? {
+            Node::List(v) => {
+                v.extend(items);
+                Ok(())
+            }
+            _ => Err(self.unsupported(format!("APPEND to a {kind}"))),
+        }
+    }
+
+    fn extend_dict(&mut self, d: usize, pairs: Vec<(usize, usize)>) -> R<()> {
+        let kind = self.node(d)?.kind();
+        match self.node_mut(d)? {
+            Node::Dict(v) => {
+                v.extend(pairs);
+                Ok(())
+            }
+            _ => Err(self.unsupported(format!("SETITEM on a {kind}"))),
+        }
+    }
+
+    fn tuple_items(&self, i: usize, what: &str) -> R<Vec<usize>> {
+        match self.node(i)? {
+            Node::Tuple(v) => Ok(v.clone()),
+            n => Err(self.invalid(format!("{what} must be a tuple, got {}", n.kind()))),
+        }
+    }
+
+    /// Items of any iterable container (for `set(x)`, `list(x)`, ...).
+    fn iter_items(&self, i: usize) -> R<Vec<usize>> {
+        match self.node(i)? {
+            Node::List(v) | Node::Tuple(v) | Node::Set(v) => Ok(v.clone()),
+            Node::Dict(v) => Ok(v.iter().map(|(k, _)| *k).collect()),
+            n => Err(self.unsupported(format!("iterating a {}", n.kind()))),
+        }
+    }
+
+    fn str_arg(&self, i: usize) -> Option<&str> {
+        match self.node(i).ok()? {
+            Node::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    fn int_arg(&self, i: usize) -> Option<i64> {
+        match self.node(i).ok()? {
+            Node::Int(v) => Some(*v),
+            Node::Bool(b) => Some(i64::from(*b)),
+            _ => None,
+        }
+    }
+
+    /// Raw bytes from `bytes`, `bytearray`, or a Python-2 `str` (latin-1).
+    fn bytes_arg(&self, i: usize) -> Option<Vec<u8>> {
+        match self.node(i).ok()? {
+            Node::Bytes(b) => Some(b.clone()),
+            Node::Str(s) => string_to_latin1(s),
+            _ => None,
+        }
+    }
+
+    fn shape_arg(&self, i: usize) -> R<Vec<usize>> {
+        let items = match self.node(i)? {
+            Node::Tuple(v) | Node::List(v) => v.clone(),
+            // numpy accepts a bare int for 1-d shapes.
+            Node::Int(_) => vec![i],
+            n => return Err(self.bad_numpy(format!("shape tuple, got {}", n.kind()))),
+        };
+        items
+            .iter()
+            .map(|&d| {
+                self.int_arg(d)
+                    .and_then(|d| usize::try_from(d).ok())
+                    .ok_or_else(|| self.bad_numpy("non-negative integer dimensions"))
+            })
+            .collect()
+    }
+
+    fn dtype_arg(&self, i: usize) -> R<(DType, bool)> {
+        match self.node(i)? {
+            Node::Dtype(d) => self.resolve_dtype(d),
+            n => Err(self.bad_numpy(format!("numpy dtype, got {}", n.kind()))),
+        }
+    }
+
+    /// Element type and whether its data is big-endian.
+    fn resolve_dtype(&self, d: &DtypeNode) -> R<(DType, bool)> {
+        let Some(t) = DType::from_numpy_code(&d.code) else {
+            let hint = if d.code.starts_with('O') {
+                " (object arrays are not supported)"
+            } else {
+                ""
+            };
+            return Err(self.unsupported(format!("numpy dtype {:?}{hint}", d.code)));
+        };
+        let big = match d.order {
+            b'>' => true,
+            b'<' | b'|' => false,
+            _ => cfg!(target_endian = "big"),
+        };
+        Ok((t, big && t.itemsize() > 1))
+    }
+
+    // ----- calls -----
+
+    fn class_of(&self, f: usize) -> R<Global> {
+        match self.node(f)? {
+            Node::Class(g) => Ok(*g),
+            n => Err(self.unsupported(format!("calling a {}", n.kind()))),
+        }
+    }
+
+    /// `f(*args)` for whitelisted callables, reimplemented without executing.
+    fn call(&self, f: usize, args: &[usize]) -> R<Node> {
+        let g = self.class_of(f)?;
+        match g {
+            Global::Reconstruct => {
+                let [cls, _shape, _typecode] = args else {
+                    return Err(self.bad_numpy("_reconstruct(ndarray, shape, typecode)"));
+                };
+                match self.node(*cls)? {
+                    Node::Class(Global::NdarrayClass) => Ok(Node::PendingArray),
+                    _ => Err(self.unsupported("_reconstruct of an ndarray subclass")),
+                }
+            }
+            Global::NdarrayClass => Err(self.unsupported("calling numpy.ndarray directly")),
+            Global::DtypeClass => {
+                let code = args
+                    .first()
+                    .and_then(|&a| self.str_arg(a))
+                    .ok_or_else(|| self.bad_numpy("numpy.dtype(code: str, ...)"))?;
+                let (order, code) = match code.as_bytes().first() {
+                    Some(&o @ (b'<' | b'>' | b'|' | b'=')) => (o, &code[1..]),
+                    _ => (b'=', code),
+                };
+                Ok(Node::Dtype(DtypeNode {
+                    code: code.to_string(),
+                    order,
+                }))
+            }
+            Global::Scalar => {
+                let [dt, payload] = args else {
+                    return Err(self.bad_numpy("scalar(dtype, bytes)"));
+                };
+                let (t, big) = self.dtype_arg(*dt)?;
+                let mut raw = self
+                    .bytes_arg(*payload)
+                    .ok_or_else(|| self.bad_numpy("scalar payload bytes"))?;
+                if raw.len() != t.itemsize() {
+                    return Err(self.bad_numpy(format!(
+                        "{} payload bytes for {}",
+                        t.itemsize(),
+                        t.numpy_code()
+                    )));
+                }
+                if big {
+                    raw.reverse();
+                }
+                Ok(match decode_elem(t, &raw) {
+                    Elem::B(b) => Node::Bool(b),
+                    Elem::I(v) => Node::Int(v),
+                    Elem::U(v) => match i64::try_from(v) {
+                        Ok(v) => Node::Int(v),
+                        Err(_) => Node::BigInt(v.to_string()),
+                    },
+                    Elem::F(v) => Node::Float(v),
+                })
+            }
+            Global::FromBuffer => {
+                let [buf, dt, shape, order] = args else {
+                    return Err(self.bad_numpy("_frombuffer(buffer, dtype, shape, order)"));
+                };
+                let data = match self.node(*buf)? {
+                    Node::Bytes(b) => b.clone(),
+                    n => return Err(self.bad_numpy(format!("buffer bytes, got {}", n.kind()))),
+                };
+                let (t, big) = self.dtype_arg(*dt)?;
+                let shape = self.shape_arg(*shape)?;
+                let fortran = match self.str_arg(*order) {
+                    Some("C") => false,
+                    Some("F") => true,
+                    _ => return Err(self.bad_numpy("order 'C' or 'F'")),
+                };
+                self.make_array(t, big, shape, fortran, data)
+            }
+            Global::CodecsEncode => {
+                let s = args
+                    .first()
+                    .and_then(|&a| self.str_arg(a))
+                    .ok_or_else(|| self.invalid("_codecs.encode needs a str"))?;
+                let enc = match args.get(1) {
+                    Some(&e) => self
+                        .str_arg(e)
+                        .ok_or_else(|| self.invalid("encoding must be a str"))?,
+                    None => "utf-8",
+                };
+                Ok(Node::Bytes(self.encode(s, enc)?))
+            }
+            Global::Set | Global::FrozenSet | Global::Tuple | Global::List => {
+                let items = match args {
+                    [] => Vec::new(),
+                    [it] => self.iter_items(*it)?,
+                    _ => return Err(self.invalid("too many arguments to a builtin container")),
+                };
+                Ok(match g {
+                    Global::Tuple => Node::Tuple(items),
+                    Global::List => Node::List(items),
+                    _ => Node::Set(items),
+                })
+            }
+            Global::Bytes | Global::ByteArray => match args {
+                [] => Ok(Node::Bytes(Vec::new())),
+                [b] => match self.node(*b)? {
+                    Node::Bytes(b) => Ok(Node::Bytes(b.clone())),
+                    n => Err(self.unsupported(format!("bytes() of a {}", n.kind()))),
+                },
+                [s, e] => {
+                    let (Some(s), Some(e)) = (self.str_arg(*s), self.str_arg(*e)) else {
+                        return Err(self.invalid("bytes(str, encoding) needs two str"));
+                    };
+                    Ok(Node::Bytes(self.encode(s, e)?))
+                }
+                _ => Err(self.invalid("too many arguments to bytes()")),
+            },
+            Global::OrderedDict => {
+                let pairs = match args {
+                    [] => Vec::new(),
+                    [it] => {
+                        let items = self.iter_items(*it)?;
+                        let mut pairs = Vec::with_capacity(items.len());
+                        for p in items {
+                            match self.iter_items(p)?.as_slice() {
+                                [k, v] => pairs.push((*k, *v)),
+                                _ => return Err(self.invalid("OrderedDict item is not a pair")),
+                            }
+                        }
+                        pairs
+                    }
+                    _ => return Err(self.invalid("too many arguments to OrderedDict")),
+                };
+                Ok(Node::Dict(pairs))
+            }
+        }
+    }
+
+    /// `cls.__new__(cls, *args)`: mutable builtins ignore the arguments and
+    /// are filled in by later APPENDS/SETITEMS; immutable ones take them.
+    fn new_obj(&self, cls: usize, args: &[usize]) -> R<Node> {
+        match self.class_of(cls)? {
+            Global::List => Ok(Node::List(Vec::new())),
+            Global::Set => Ok(Node::Set(Vec::new())),
+            Global::OrderedDict => Ok(Node::Dict(Vec::new())),
+            Global::ByteArray => Ok(Node::Bytes(Vec::new())),
+            Global::Tuple | Global::FrozenSet | Global::Bytes => self.call(cls, args),
+            g => Err(self.unsupported(format!("NEWOBJ of {g:?}"))),
+        }
+    }
+
+    fn encode(&self, s: &str, enc: &str) -> R<Vec<u8>> {
+        match enc.to_ascii_lowercase().replace('_', "-").as_str() {
+            "latin1" | "latin-1" | "iso-8859-1" | "iso8859-1" | "l1" => string_to_latin1(s)
+                .ok_or_else(|| self.invalid("string has characters outside latin-1")),
+            "utf-8" | "utf8" => Ok(s.as_bytes().to_vec()),
+            "ascii" if s.is_ascii() => Ok(s.as_bytes().to_vec()),
+            other => Err(self.unsupported(format!("_codecs.encode with encoding {other:?}"))),
+        }
+    }
+
+    fn make_array(
+        &self,
+        t: DType,
+        big: bool,
+        shape: Vec<usize>,
+        fortran: bool,
+        mut data: Vec<u8>,
+    ) -> R<Node> {
+        if big {
+            for c in data.chunks_exact_mut(t.itemsize()) {
+                c.reverse();
+            }
+        }
+        let a = NdArray::new(t, shape, fortran, data).map_err(|e| self.bad_numpy(e.to_string()))?;
+        Ok(Node::Array(a))
+    }
+
+    // ----- BUILD -----
+
+    fn build(&mut self, inst: usize, state: usize) -> R<()> {
+        match self.node(inst)? {
+            Node::PendingArray => {
+                let n = self.array_state(state)?;
+                *self.node_mut(inst)? = n;
+                Ok(())
+            }
+            Node::Dtype(_) => {
+                let items = self.tuple_items(state, "dtype state")?;
+                let order = items
+                    .get(1)
+                    .and_then(|&o| self.str_arg(o))
+                    .and_then(|o| match o.as_bytes() {
+                        [c @ (b'<' | b'>' | b'|' | b'=')] => Some(*c),
+                        _ => None,
+                    })
+                    .ok_or_else(|| self.bad_numpy("dtype state (version, '<'|'>'|'|'|'=', ...)"))?;
+                if let Node::Dtype(d) = self.node_mut(inst)? {
+                    d.order = order;
+                }
+                Ok(())
+            }
+            _ if matches!(self.node(state)?, Node::None) => Ok(()),
+            n => Err(self.unsupported(format!("BUILD (__setstate__) on a {}", n.kind()))),
+        }
+    }
+
+    /// numpy `ndarray.__setstate__`: `(version, shape, dtype, is_fortran,
+    /// rawdata)`, or the 4-tuple form without version from old numpy.
+    fn array_state(&self, state: usize) -> R<Node> {
+        let items = self
+            .tuple_items(state, "ndarray state")
+            .map_err(|_| self.bad_numpy("ndarray state tuple"))?;
+        let (shape, dt, fortran, raw) = match items.as_slice() {
+            [_, s, d, f, r] | [s, d, f, r] => (*s, *d, *f, *r),
+            _ => {
+                return Err(
+                    self.bad_numpy("ndarray state (version, shape, dtype, is_fortran, rawdata)")
+                )
+            }
+        };
+        let shape = self.shape_arg(shape)?;
+        let (t, big) = self.dtype_arg(dt)?;
+        let fortran = self
+            .int_arg(fortran)
+            .ok_or_else(|| self.bad_numpy("is_fortran bool"))?
+            != 0;
+        let data = match self.node(raw)? {
+            Node::Bytes(b) => b.clone(),
+            Node::Str(s) => {
+                string_to_latin1(s).ok_or_else(|| self.bad_numpy("latin-1 str rawdata"))?
+            }
+            Node::List(_) => {
+                return Err(self.unsupported("numpy object arrays (rawdata is a list)"))
+            }
+            n => return Err(self.bad_numpy(format!("rawdata bytes, got {}", n.kind()))),
+        };
+        self.make_array(t, big, shape, fortran, data)
+    }
+
+    // ----- output -----
+
+    fn charge(&mut self, units: usize) -> R<()> {
+        self.budget = self
+            .budget
+            .checked_sub(units)
+            .ok_or(PickleError::TooLarge {
+                limit: self.budget_limit,
+            })?;
+        Ok(())
+    }
+
+    fn materialize(&mut self, root: usize) -> R<Value> {
+        let mut path = HashSet::new();
+        self.node_to_value(root, 0, &mut path)
+    }
+
+    fn node_to_value(&mut self, i: usize, depth: usize, path: &mut HashSet<usize>) -> R<Value> {
+        if depth > MAX_DEPTH {
+            return Err(PickleError::TooDeep { limit: MAX_DEPTH });
+        }
+        self.charge(NODE_COST)?;
+        // Children are cloned out first so the arena is not borrowed while
+        // recursing (the recursion needs `&mut self` for the budget).
+        enum Kids {
+            List(Vec<usize>),
+            Tuple(Vec<usize>),
+            Set(Vec<usize>),
+            Dict(Vec<(usize, usize)>),
+        }
+        let kids = match self.node(i)? {
+            Node::None => return Ok(Value::None),
+            Node::Bool(b) => return Ok(Value::Bool(*b)),
+            Node::Int(v) => return Ok(Value::Int(*v)),
+            Node::Float(v) => return Ok(Value::Float(*v)),
+            // Each clone is charged right after it is made, so at most one
+            // payload past the budget is ever allocated.
+            Node::BigInt(s) => {
+                let s = s.clone();
+                self.charge(s.len())?;
+                return Ok(Value::BigInt(s));
+            }
+            Node::Str(s) => {
+                let s = s.clone();
+                self.charge(s.len())?;
+                return Ok(Value::Str(s));
+            }
+            Node::Bytes(b) => {
+                let b = b.clone();
+                self.charge(b.len())?;
+                return Ok(Value::Bytes(b));
+            }
+            Node::Array(a) => {
+                let a = a.clone();
+                self.charge(a.data.len())?;
+                return Ok(Value::Array(a));
+            }
+            Node::List(v) => Kids::List(v.clone()),
+            Node::Tuple(v) => Kids::Tuple(v.clone()),
+            Node::Set(v) => Kids::Set(v.clone()),
+            Node::Dict(v) => Kids::Dict(v.clone()),
+            n @ (Node::Class(_) | Node::Dtype(_) | Node::PendingArray) => {
+                return Err(
+                    self.unsupported(format!("a bare {} cannot be returned as data", n.kind()))
+                )
+            }
+        };
+        if !path.insert(i) {
+            return Err(self.unsupported("self-referencing (cyclic) structure"));
+        }
+        let seq = |r: &mut Self, v: Vec<usize>, path: &mut HashSet<usize>| {
+            v.into_iter()
+                .map(|c| r.node_to_value(c, depth + 1, path))
+                .collect::<R<Vec<_>>>()
+        };
+        let out = match kids {
+            Kids::List(v) => Value::List(seq(self, v, path)?),
+            Kids::Tuple(v) => Value::Tuple(seq(self, v, path)?),
+            Kids::Set(v) => Value::Set(seq(self, v, path)?),
+            Kids::Dict(v) => {
+                let mut out = Vec::with_capacity(v.len());
+                for (k, x) in v {
+                    let k = self.node_to_value(k, depth + 1, path)?;
+                    let x = self.node_to_value(x, depth + 1, path)?;
+                    out.push((k, x));
+                }
+                Value::Dict(out)
+            }
+        };
+        path.remove(&i);
+        Ok(out)
+    }
+}
+
+fn latin1_to_string(b: &[u8]) -> String {
+    b.iter().map(|&c| char::from(c)).collect()
+}
+
+fn string_to_latin1(s: &str) -> Option<Vec<u8>> {
+    s.chars().map(|c| u8::try_from(u32::from(c)).ok()).collect()
+}
+
+/// Little-endian two's complement (LONG1/LONG4 payload) to `Int`/`BigInt`.
+fn long_from_le(b: &[u8]) -> Node {
+    if b.is_empty() {
+        return Node::Int(0);
+    }
+    let neg = b.last().is_some_and(|&x| x & 0x80 != 0);
+    if b.len() <= 8 {
+        let fill = if neg { 0xff } else { 0 };
+        let mut a = [fill; 8];
+        a[..b.len()].copy_from_slice(b);
+        return Node::Int(i64::from_le_bytes(a));
+    }
+    // Magnitude = two's-complement negation for negative values.
+    let mut mag = b.to_vec();
+    if neg {
+        let mut carry = true;
+        for x in mag.iter_mut() {
+            *x = !*x;
+            if carry {
+                let (y, c) = x.overflowing_add(1);
+                *x = y;
+                carry = c;
+            }
+        }
+    }
+    while mag.len() > 1 && mag.last() == Some(&0) {
+        mag.pop();
+    }
+    if mag.len() <= 8 {
+        let mut a = [0u8; 8];
+        a[..mag.len()].copy_from_slice(&mag);
+        let m = u64::from_le_bytes(a);
+        if !neg {
+            if let Ok(v) = i64::try_from(m) {
+                return Node::Int(v);
+            }
+        } else if m <= 1u64 << 63 {
+            return Node::Int((m as i64).wrapping_neg());
+        }
+    }
+    let digits = magnitude_to_decimal(&mag);
+    Node::BigInt(if neg { format!("-{digits}") } else { digits })
+}
+
+/// Unsigned little-endian bytes to decimal text.
+fn magnitude_to_decimal(mag: &[u8]) -> String {
+    let mut limbs: Vec<u32> = mag
+        .chunks(4)
+        .map(|c| {
+            let mut a = [0u8; 4];
+            a[..c.len()].copy_from_slice(c);
+            u32::from_le_bytes(a)
+        })
+        .collect();
+    let mut chunks = Vec::new();
+    while limbs.iter().any(|&l| l != 0) {
+        let mut rem = 0u64;
+        for l in limbs.iter_mut().rev() {
+            let cur = (rem << 32) | u64::from(*l);
+            *l = (cur / 1_000_000_000) as u32;
+            rem = cur % 1_000_000_000;
+        }
+        chunks.push(rem as u32);
+        while limbs.last() == Some(&0) {
+            limbs.pop();
+        }
+    }
+    let mut s = chunks
+        .last()
+        .map_or_else(|| "0".to_string(), u32::to_string);
+    for c in chunks.iter().rev().skip(1) {
+        s.push_str(&format!("{c:09}"));
+    }
+    s
+}
+
+/// Decimal text to minimal little-endian two's complement; `None` if the
+/// text is not a decimal integer.
+fn decimal_to_le(text: &str) -> Option<Vec<u8>> {
+    let (neg, digits) = match text.as_bytes().first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
+    };
+    if digits.is_empty() || !digits.bytes().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    let mut mag: Vec<u8> = Vec::new();
+    for d in digits.bytes() {
+        let mut carry = u32::from(d - b'0');
+        for x in mag.iter_mut() {
+            let v = u32::from(*x) * 10 + carry;
+            *x = (v & 0xff) as u8;
+            carry = v >> 8;
+        }
+        while carry > 0 {
+            mag.push((carry & 0xff) as u8);
+            carry >>= 8;
+        }
+    }
+    while mag.last() == Some(&0) {
+        mag.pop();
+    }
+    if mag.is_empty() {
+        return Some(Vec::new());
+    }
+    mag.push(0);
+    if neg {
+        let mut carry = true;
+        for x in mag.iter_mut() {
+            *x = !*x;
+            if carry {
+                let (y, c) = x.overflowing_add(1);
+                *x = y;
+                carry = c;
+            }
+        }
+    }
+    trim_twos_complement(&mut mag);
+    Some(mag)
+}
+
+/// Drops redundant sign-extension bytes, as Python's `encode_long` does.
+fn trim_twos_complement(b: &mut Vec<u8>) {
+    while b.len() > 1 {
+        let last = b[b.len() - 1];
+        let prev_neg = b[b.len() - 2] & 0x80 != 0;
+        if (last == 0 && !prev_neg) || (last == 0xff && prev_neg) {
+            b.pop();
+        } else {
+            break;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Writer
+// ---------------------------------------------------------------------------
+
+/// Serialises `v` as a protocol-2 pickle that Python 3 with numpy 1.x or 2.x
+/// loads (arrays use numpy's own protocol-2 `_reconstruct` form).
+///
+/// A `BigInt` whose text is not a decimal integer is written as a `str`
+/// rather than risking a malformed stream; an `NdArray` whose `data` does not
+/// match its shape is written as-is and numpy will refuse it on load.
+pub fn write_pickle(v: &Value) -> Vec<u8> {
+    let mut w = Vec::new();
+    w.extend_from_slice(&[op::PROTO, 2]);
+    write_value(&mut w, v);
+    w.push(op::STOP);
+    w
+}
+
+/// CPython batches APPENDS/SETITEMS in groups of this size.
+const BATCH: usize = 1000;
+
+fn write_value(w: &mut Vec<u8>, v: &Value) {
+    match v {
+        Value::None => w.push(op::NONE),
+        Value::Bool(true) => w.push(op::NEWTRUE),
+        Value::Bool(false) => w.push(op::NEWFALSE),
+        Value::Int(i) => write_int(w, *i),
+        Value::BigInt(s) => match decimal_to_le(s) {
+            Some(b) => write_long(w, &b),
+            None => write_str(w, s),
+        },
+        Value::Float(f) => {
+            w.push(op::BINFLOAT);
+            w.extend_from_slice(&f.to_be_bytes());
+        }
+        Value::Str(s) => write_str(w, s),
+        Value::Bytes(b) => write_bytes(w, b),
+        Value::List(items) => {
+            w.push(op::EMPTY_LIST);
+            write_list_items(w, items);
+        }
+        Value::Tuple(items) => write_tuple(w, items),
+        Value::Dict(items) => {
+            w.push(op::EMPTY_DICT);
+            for chunk in items.chunks(BATCH) {
+                if let [(k, x)] = chunk {
+                    write_value(w, k);
+                    write_value(w, x);
+                    w.push(op::SETITEM);
+                } else {
+                    w.push(op::MARK);
+                    for (k, x) in chunk {
+                        write_value(w, k);
+                        write_value(w, x);
+                    }
+                    w.push(op::SETITEMS);
+                }
+            }
+        }
+        Value::Set(items) => {
+            // Protocol 2 has no set opcodes; CPython writes set(list).
+            write_global(w, "builtins", "set");
+            w.push(op::EMPTY_LIST);
+            write_list_items(w, items);
+            w.push(op::TUPLE1);
+            w.push(op::REDUCE);
+        }
+        Value::Array(a) => write_array(w, a),
+    }
+}
+
+fn write_list_items(w: &mut Vec<u8>, items: &[Value]) {
+    for chunk in items.chunks(BATCH) {
+        if let [x] = chunk {
+            write_value(w, x);
+            w.push(op::APPEND);
+        } else {
+            w.push(op::MARK);
+            for x in chunk {
+                write_value(w, x);
+            }
+            w.push(op::APPENDS);
+        }
+    }
+}
+
+fn write_tuple(w: &mut Vec<u8>, items: &[Value]) {
+    match items.len() {
+        0 => w.push(op::EMPTY_TUPLE),
+        n @ 1..=3 => {
+            for x in items {
+                write_value(w, x);
+            }
+            w.push(op::TUPLE1 + (n as u8 - 1));
+        }
+        _ => {
+            w.push(op::MARK);
+            for x in items {
+                write_value(w, x);
+            }
+            w.push(op::TUPLE);
+        }
+    }
+}
+
+fn write_int(w: &mut Vec<u8>, i: i64) {
+    if let Ok(b) = u8::try_from(i) {
+        w.push(op::BININT1);
+        w.push(b);
+    } else if let Ok(h) = u16::try_from(i) {
+        w.push(op::BININT2);
+        w.extend_from_slice(&h.to_le_bytes());
+    } else if let Ok(x) = i32::try_from(i) {
+        w.push(op::BININT);
+        w.extend_from_slice(&x.to_le_bytes());
+    } else {
+        let mut b = i.to_le_bytes().to_vec();
+        trim_twos_complement(&mut b);
+        write_long(w, &b);
+    }
+}
+
+fn write_long(w: &mut Vec<u8>, b: &[u8]) {
+    match u8::try_from(b.len()) {
+        Ok(n) => {
+            w.push(op::LONG1);
+            w.push(n);
+        }
+        Err(_) => {
+            w.push(op::LONG4);
+            // Widths past i32::MAX bytes cannot come from a decimal String
+            // that fits in memory; saturating keeps this total.
+            let n = i32::try_from(b.len()).unwrap_or(i32::MAX);
+            w.extend_from_slice(&n.to_le_bytes());
+        }
+    }
+    w.extend_from_slice(b);
+}
+
+fn write_str(w: &mut Vec<u8>, s: &str) {
+    match u32::try_from(s.len()) {
+        Ok(n) => {
+            w.push(op::BINUNICODE);
+            w.extend_from_slice(&n.to_le_bytes());
+        }
+        Err(_) => {
+            // Protocol 2 has no wider str opcode; every Python 3 unpickler
+            // accepts the protocol-4 one regardless of the PROTO header.
+            w.push(op::BINUNICODE8);
+            w.extend_from_slice(&(s.len() as u64).to_le_bytes());
+        }
+    }
+    w.extend_from_slice(s.as_bytes());
+}
+
+fn write_global(w: &mut Vec<u8>, module: &str, name: &str) {
+    w.push(op::GLOBAL);
+    w.extend_from_slice(module.as_bytes());
+    w.push(b'\n');
+    w.extend_from_slice(name.as_bytes());
+    w.push(b'\n');
+}
+
+/// Protocol 2 has no bytes opcode; CPython writes
+/// `_codecs.encode(<latin-1 str>, 'latin1')`.
+fn write_bytes(w: &mut Vec<u8>, b: &[u8]) {
+    write_global(w, "_codecs", "encode");
+    write_str(w, &latin1_to_string(b));
+    write_str(w, "latin1");
+    w.push(op::TUPLE2);
+    w.push(op::REDUCE);
+}
+
+/// Mirrors numpy's protocol-2 `ndarray.__reduce__` output.
+fn write_array(w: &mut Vec<u8>, a: &NdArray) {
+    write_global(w, "numpy.core.multiarray", "_reconstruct");
+    write_global(w, "numpy", "ndarray");
+    write_int(w, 0);
+    w.push(op::TUPLE1);
+    write_bytes(w, b"b");
+    w.push(op::TUPLE3);
+    w.push(op::REDUCE);
+
+    w.push(op::MARK);
+    write_int(w, 1);
+    let shape: Vec<Value> = a
+        .shape
+        .iter()
+        .map(|&d| Value::Int(i64::try_from(d).unwrap_or(i64::MAX)))
+        .collect();
+    write_tuple(w, &shape);
+    write_global(w, "numpy", "dtype");
+    write_str(w, a.dtype.numpy_code());
+    w.push(op::NEWFALSE);
+    w.push(op::NEWTRUE);
+    w.push(op::TUPLE3);
+    w.push(op::REDUCE);
+    w.push(op::MARK);
+    write_int(w, 3);
+    write_str(w, if a.dtype.itemsize() == 1 { "|" } else { "<" });
+    w.extend_from_slice(&[op::NONE, op::NONE, op::NONE]);
+    write_int(w, -1);
+    write_int(w, -1);
+    write_int(w, 0);
+    w.push(op::TUPLE);
+    w.push(op::BUILD);
+    w.push(if a.fortran_order {
+        op::NEWTRUE
+    } else {
+        op::NEWFALSE
+    });
+    write_bytes(w, &a.data);
+    w.push(op::TUPLE);
+    w.push(op::BUILD);
+}
