@@ -66,6 +66,8 @@ struct MgApp {
     status: String,
     error: Option<String>,
     demo_job: Option<(mpsc::Receiver<DemoMsg>, (usize, usize))>,
+    /// Digits typed so far for a keyboard relabel (applied with Enter).
+    class_entry: String,
 }
 
 impl MgApp {
@@ -219,6 +221,37 @@ impl MgApp {
             return;
         }
         let visible = self.visible();
+        let (digits, enter, escape) = ctx.input(|i| {
+            let mut d = String::new();
+            for e in &i.events {
+                if let egui::Event::Text(t) = e {
+                    d.extend(t.chars().filter(char::is_ascii_digit));
+                }
+            }
+            (
+                d,
+                i.key_pressed(egui::Key::Enter),
+                i.key_pressed(egui::Key::Escape),
+            )
+        });
+        self.class_entry.push_str(&digits);
+        if escape {
+            self.class_entry.clear();
+        }
+        if enter && !self.class_entry.is_empty() {
+            let entry = std::mem::take(&mut self.class_entry);
+            match entry.parse::<u32>() {
+                Ok(c)
+                    if self
+                        .dataset
+                        .as_ref()
+                        .is_some_and(|d| (c as usize) < d.taxonomy().len()) =>
+                {
+                    self.act(|ds, clip, who| ds.relabel(clip, c, who));
+                }
+                _ => self.error = Some(format!("{entry} is not a class index")),
+            }
+        }
         let (up, down, undo, redo, review) = ctx.input(|i| {
             let cmd = i.modifiers.command;
             (
@@ -299,19 +332,21 @@ impl eframe::App for MgApp {
 
         egui::Panel::bottom("status").show(ui, |ui| {
             ui.horizontal(|ui| {
-                if let Some(e) = &self.error {
+                if !self.class_entry.is_empty() {
+                    ui.strong(format!("class: {}_ (Enter applies, Esc cancels)", self.class_entry));
+                } else if let Some(e) = &self.error {
                     ui.colored_label(egui::Color32::from_rgb(230, 90, 80), e);
                 } else {
                     ui.label(&self.status);
                 }
                 ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
-                    ui.weak("↑/↓ or j/k select · r reviewed · Ctrl+Z undo · Ctrl+Y redo");
+                    ui.weak("Up/Down or j/k: select · digits+Enter: relabel · r: reviewed · Ctrl+Z: undo · Ctrl+Y: redo");
                 });
             });
         });
 
         egui::Panel::left("samples")
-            .default_size(360.0)
+            .default_size(460.0)
             .show(ui, |ui| self.sample_list(ui));
 
         egui::CentralPanel::default().show(ui, |ui| self.details(ui));
@@ -346,20 +381,21 @@ impl MgApp {
         egui::ScrollArea::vertical()
             .auto_shrink([false, false])
             .show_rows(ui, row_h, visible.len(), |ui, range| {
+                ui.style_mut().wrap_mode = Some(egui::TextWrapMode::Truncate);
                 for &i in &visible[range] {
                     let s = &self.samples[i];
                     let class = match (s.label, &tax) {
                         (Some(l), Some(t)) => format!("{l:>2} {}", t.name_of(l)),
                         _ => "unlabeled".to_string(),
                     };
-                    let mark = if s.reviewed { "✔" } else { " " };
+                    let mark = if s.reviewed { "R" } else { " " };
                     let changed = if s.label != s.imported_label {
                         "*"
                     } else {
                         " "
                     };
                     let text = format!(
-                        "{mark}{changed} {:<10} {:<5} {:>5}–{:<5} {class}",
+                        "{mark}{changed} {:<10} {:<5} {:>5}-{:<5} {class}",
                         s.clip_id,
                         s.split.as_str(),
                         s.start,
@@ -443,7 +479,7 @@ impl MgApp {
                 }
                 for e in self.history.iter().rev() {
                     ui.label(format!(
-                        "{} {:?}: {} → {} by {} ({:?})",
+                        "{} {:?}: {} -> {} by {} ({:?})",
                         e.time_utc(),
                         e.kind,
                         e.old_value,
