@@ -29,8 +29,9 @@ enum Command {
     /// Generate the demo dataset (iMiGUE release layout) into OUT_DIR.
     Demo {
         out_dir: PathBuf,
-        #[arg(long, default_value_t = 7)]
-        seed: u64,
+        /// Seed of the generator (default: the built-in demo's).
+        #[arg(long)]
+        seed: Option<u64>,
         /// A small version (2 videos × 300 frames) for quick checks.
         #[arg(long)]
         tiny: bool,
@@ -178,7 +179,9 @@ fn run(cli: Cli) -> Result<()> {
             } else {
                 DemoConfig::standard()
             };
-            cfg.seed = seed;
+            if let Some(seed) = seed {
+                cfg.seed = seed;
+            }
             let report = mgscope::demo::write_demo(&cfg, &out_dir, &|done, total| {
                 if !json {
                     eprintln!("demo: {done}/{total} videos written");
