@@ -1,5 +1,7 @@
-//! FFmpeg (ffmpeg-next): probing and H.264 encoding. Frame-exact decoding by frame index builds
-//! on the same `open_input` path.
+//! FFmpeg (ffmpeg-next): probing, frame-exact decoding by frame index ([`decode`]) and H.264
+//! encoding.
+
+pub mod decode;
 
 use std::path::Path;
 use std::sync::Once;
@@ -24,7 +26,7 @@ pub fn init() {
     });
 }
 
-fn ff(path: &Path, what: &str) -> impl FnOnce(ffmpeg::Error) -> Error {
+pub(crate) fn ff(path: &Path, what: &str) -> impl FnOnce(ffmpeg::Error) -> Error {
     let path = path.to_path_buf();
     let what = what.to_string();
     move |source| Error::Ffmpeg { path, what, source }
