@@ -291,3 +291,45 @@ fn damaged_files_name_the_file_and_keep_what_decodes() {
         .to_string();
     assert!(e.contains("cut.mkv") && e.contains("out of range"), "{e}");
 }
+
+#[test]
+fn prefetcher_fills_the_cache_around_the_cursor_with_exact_frames() {
+    use mgscope::media::cache::{FrameCache, Prefetcher};
+    use std::sync::Arc;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let p = make(
+        tmp.path(),
+        "b.mp4",
+        &with_src(&["-c:v", "libx264", "-bf", "3", "-g", "12"]),
+    );
+    let (want, size) = ffmpeg_frames(&p);
+    let idx = build_index(&p).expect("index");
+    let cache = Arc::new(FrameCache::new(size * 20));
+    let pf = Prefetcher::spawn(p.clone(), idx, cache.clone(), 10, 4, Box::new(|| {}));
+    pf.set_cursor(40);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while (36..=50).any(|i| !cache.contains(pf.key, i)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "prefetch did not fill 36..=50"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    for i in 36..=50 {
+        let f = cache.get(pf.key, i).expect("cached");
+        assert!(f.data == want[i], "prefetched frame {i}");
+    }
+    assert!(cache.bytes() <= size * 20);
+    // Jump: the new window fills and the budget still holds.
+    pf.set_cursor(5);
+    while (5..=15).any(|i| !cache.contains(pf.key, i)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "prefetch did not follow the cursor"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(cache.get(pf.key, 5).is_some_and(|f| f.data == want[5]));
+    assert!(cache.len() <= 20);
+    assert!(pf.take_errors().is_empty());
+}

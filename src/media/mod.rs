@@ -1,6 +1,7 @@
 //! FFmpeg (ffmpeg-next): probing, frame-exact decoding by frame index ([`decode`]) and H.264
 //! encoding.
 
+pub mod cache;
 pub mod decode;
 
 use std::path::Path;
