@@ -333,3 +333,76 @@ fn prefetcher_fills_the_cache_around_the_cursor_with_exact_frames() {
     assert!(cache.len() <= 20);
     assert!(pf.take_errors().is_empty());
 }
+
+#[test]
+fn probe_decode_cli_and_dataset_index_cache() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let real = common::real_data().join("single_face.mp4");
+    let (want, _) = ffmpeg_frames(&real);
+    let npy = tmp.path().join("f.npy");
+    common::ok(&[
+        "probe",
+        "decode",
+        common::s(&real),
+        "--frame",
+        "40",
+        "--out",
+        common::s(&npy),
+    ]);
+    let bytes = std::fs::read(&npy).expect("npy");
+    assert!(bytes.starts_with(b"\x93NUMPY\x01\x00"));
+    let hlen = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    let header = String::from_utf8_lossy(&bytes[10..10 + hlen]);
+    assert!(header.contains("'shape': (360, 640, 3)"), "{header}");
+    assert!(bytes[10 + hlen..] == want[40][..]);
+    let png = tmp.path().join("f.png");
+    common::ok(&[
+        "probe",
+        "decode",
+        common::s(&real),
+        "--frame",
+        "71",
+        "--out",
+        common::s(&png),
+    ]);
+    assert!(std::fs::read(&png).expect("png").starts_with(b"\x89PNG"));
+    let e = common::fails(&[
+        "probe",
+        "decode",
+        common::s(&real),
+        "--frame",
+        "72",
+        "--out",
+        common::s(&png),
+    ]);
+    assert!(
+        e.contains("single_face.mp4") && e.contains("out of range"),
+        "{e}"
+    );
+
+    // The demo's own H.264 (B-frames) is frame-exact too, and its index is cached in the dataset.
+    let release = tmp.path().join("release");
+    let ds_dir = tmp.path().join("ds");
+    common::ok(&[
+        "demo",
+        common::s(&release),
+        "--tiny",
+        "--import",
+        common::s(&ds_dir),
+    ]);
+    let ds = mgscope::store::Dataset::open(&ds_dir).expect("open");
+    let v = ds.videos().expect("videos").remove(0);
+    let (path, idx) = mgscope::media::dataset_index(&ds, &v).expect("index");
+    assert_eq!(idx.len() as u32, v.n_frames);
+    let stamp = mgscope::media::file_stamp(&path).expect("stamp");
+    let cached = ds
+        .cache_get(&v.vid, "frame_index", &stamp)
+        .expect("get")
+        .expect("cached");
+    assert_eq!(FrameIndex::from_bytes(&cached), Some(idx.clone()));
+    assert_eq!(
+        mgscope::media::dataset_index(&ds, &v).expect("again").1,
+        idx
+    );
+    check_exact(&path);
+}

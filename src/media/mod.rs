@@ -201,3 +201,68 @@ impl H264Writer {
         Ok(self.next_pts as u64)
     }
 }
+
+/// `size=…,mtime=…` of a media file: cached derived data made from another version of the
+/// file no longer matches.
+pub fn file_stamp(path: &Path) -> Result<String> {
+    let m = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    let mtime = m
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    Ok(format!("size={},mtime={mtime}", m.len()))
+}
+
+/// The frame index of a dataset video: from the dataset's cache, or built once and cached.
+pub fn dataset_index(
+    ds: &crate::store::Dataset,
+    video: &crate::dataset::Video,
+) -> Result<(std::path::PathBuf, decode::FrameIndex)> {
+    let path = ds
+        .media_path(video)
+        .ok_or_else(|| Error::NotFound(format!("media file of video {}", video.vid)))?;
+    let stamp = file_stamp(&path)?;
+    if let Some(b) = ds.cache_get(&video.vid, "frame_index", &stamp)? {
+        if let Some(idx) = decode::FrameIndex::from_bytes(&b) {
+            return Ok((path, idx));
+        }
+    }
+    let idx = decode::build_index(&path)?;
+    ds.cache_put(&video.vid, "frame_index", &stamp, &idx.to_bytes())?;
+    Ok((path, idx))
+}
+
+/// Writes an RGB24 frame as a PNG.
+pub fn write_png(path: &Path, f: &decode::RgbFrame) -> Result<()> {
+    let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
+    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), f.width, f.height);
+    enc.set_color(png::ColorType::Rgb);
+    enc.set_depth(png::BitDepth::Eight);
+    let perr = |e: png::EncodingError| Error::format(path, "png", e.to_string());
+    let mut w = enc.write_header().map_err(perr)?;
+    w.write_image_data(&f.data).map_err(perr)?;
+    w.finish().map_err(perr)
+}
+
+/// Writes a uint8 array as NPY v1 (C order).
+pub fn write_npy_u8(path: &Path, shape: &[usize], data: &[u8]) -> Result<()> {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let tuple = if dims.len() == 1 {
+        format!("({},)", dims[0])
+    } else {
+        format!("({})", dims.join(", "))
+    };
+    let mut header = format!("{{'descr': '|u1', 'fortran_order': False, 'shape': {tuple}, }}");
+    // The magic (6) + version (2) + length (2) + header + newline is padded to 64 bytes.
+    let pad = (64 - (10 + header.len() + 1) % 64) % 64;
+    header.push_str(&" ".repeat(pad));
+    header.push('\n');
+    let mut out = Vec::with_capacity(10 + header.len() + data.len());
+    out.extend_from_slice(b"\x93NUMPY\x01\x00");
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(data);
+    std::fs::write(path, out).map_err(|e| Error::io(path, e))
+}

@@ -633,6 +633,37 @@ impl Dataset {
             .collect()
     }
 
+    /// A cached blob for a video, if present and made from the same file (`stamp`).
+    pub fn cache_get(&self, vid: &str, kind: &str, stamp: &str) -> Result<Option<Vec<u8>>> {
+        self.conn
+            .query_row(
+                "SELECT c.data FROM video_cache c JOIN videos v ON v.id = c.video_id
+                 WHERE v.vid = ?1 AND c.kind = ?2 AND c.stamp = ?3",
+                params![vid, kind, stamp],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.sql(e))
+    }
+
+    pub fn cache_put(&self, vid: &str, kind: &str, stamp: &str, data: &[u8]) -> Result<()> {
+        let n = self
+            .conn
+            .execute(
+                "INSERT OR REPLACE INTO video_cache(video_id, kind, stamp, data)
+                 SELECT id, ?2, ?3, ?4 FROM videos WHERE vid = ?1",
+                params![vid, kind, stamp, data],
+            )
+            .map_err(|e| self.sql(e))?;
+        if n == 0 {
+            return Err(Error::NotFound(format!(
+                "video {vid:?} in dataset {}",
+                self.root.display()
+            )));
+        }
+        Ok(())
+    }
+
     pub fn summary(&self) -> Result<Summary> {
         let samples = self.samples()?;
         let videos = self.videos()?;

@@ -61,6 +61,15 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX events_sample ON events(sample_id);
     CREATE INDEX events_state ON events(state, id);",
+    // 1 → 2: derived data cached per video (frame index, modality outputs), each stamped with
+    // the media file's size and mtime so a changed file invalidates it.
+    "CREATE TABLE video_cache(
+        video_id INTEGER NOT NULL REFERENCES videos(id) ON DELETE CASCADE,
+        kind TEXT NOT NULL,
+        stamp TEXT NOT NULL,
+        data BLOB NOT NULL,
+        PRIMARY KEY(video_id, kind)
+    );",
 ];
 
 pub const CURRENT_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -167,3 +167,45 @@ fn newer_schema_is_refused_with_a_clear_error() {
     let err = Dataset::open(dir.path()).expect_err("must refuse");
     assert!(err.to_string().contains("schema version 99"), "{err}");
 }
+
+#[test]
+fn video_cache_is_keyed_by_stamp() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ds = dataset_with_samples(dir.path());
+    ds.cache_put("0001", "frame_index", "size=10,mtime=5", b"abc")
+        .expect("put");
+    assert_eq!(
+        ds.cache_get("0001", "frame_index", "size=10,mtime=5")
+            .expect("get"),
+        Some(b"abc".to_vec())
+    );
+    assert_eq!(
+        ds.cache_get("0001", "frame_index", "size=11,mtime=5")
+            .expect("get"),
+        None
+    );
+    ds.cache_put("0001", "frame_index", "size=11,mtime=5", b"xyz")
+        .expect("put");
+    assert_eq!(
+        ds.cache_get("0001", "frame_index", "size=10,mtime=5")
+            .expect("get"),
+        None
+    );
+    assert!(ds.cache_put("0404", "frame_index", "s", b"x").is_err());
+}
+
+#[test]
+fn version_1_datasets_migrate_forward() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    drop(dataset_with_samples(dir.path()));
+    // Roll the file back to schema 1 as an older mgscope left it, then reopen.
+    let conn = Connection::open(dir.path().join(DB_FILE)).expect("open");
+    conn.execute_batch("DROP TABLE video_cache; PRAGMA user_version = 1;")
+        .expect("downgrade");
+    drop(conn);
+    let ds = Dataset::open(dir.path()).expect("migrates");
+    assert_eq!(ds.schema_version().ok(), Some(2));
+    assert_eq!(ds.samples().map(|s| s.len()).ok(), Some(3));
+    ds.cache_put("0001", "k", "s", b"1")
+        .expect("new table works");
+}
