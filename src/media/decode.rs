@@ -323,6 +323,10 @@ impl VideoReader {
 
     fn seek_to_ts(&mut self, ts: i64) -> Result<()> {
         let si = self.stream_index as i32;
+        // "From the start" is the earliest timestamp, not i64::MIN: some demuxers (mov) answer
+        // a seek far before the first sample by landing on the last keyframe.
+        let first = self.index.pts.first().copied().unwrap_or(0);
+        let ts = ts.max(first);
         // SAFETY: the context pointer is valid for the life of `ictx`; av_seek_frame only uses it
         // during the call.
         let r = unsafe {
@@ -341,8 +345,8 @@ impl VideoReader {
                     self.ictx.as_mut_ptr(),
                     si,
                     i64::MIN,
-                    i64::MIN,
-                    i64::MIN,
+                    first,
+                    first,
                     ffmpeg::ffi::AVSEEK_FLAG_BACKWARD as i32,
                 )
             };
@@ -362,8 +366,7 @@ impl VideoReader {
     }
 
     fn seek_for(&mut self, i: usize) -> Result<()> {
-        let ts = self.index.seek_pts[i];
-        self.seek_to_ts(if ts == i64::MIN { i64::MIN + 1 } else { ts })
+        self.seek_to_ts(self.index.seek_pts[i])
     }
 
     /// Seeks `steps` keyframes earlier than the one `seek_for` would use.
@@ -382,7 +385,7 @@ impl VideoReader {
             .get(k)
             .map(|&f| self.index.pts[f])
             .filter(|_| pos >= steps)
-            .unwrap_or(i64::MIN + 1);
+            .unwrap_or(i64::MIN);
         self.seek_to_ts(ts)
     }
 
@@ -455,6 +458,18 @@ impl VideoReader {
             height: h,
             data,
         })
+    }
+
+    /// Decodes every frame from the start without converting to RGB; returns the count.
+    /// The decoder's own cost, for benchmarks against `ffmpeg -f null`.
+    pub fn decode_all_raw(&mut self) -> Result<usize> {
+        self.seek_to_ts(i64::MIN)?;
+        let mut n = 0;
+        while self.next_decoded()?.is_some() {
+            n += 1;
+        }
+        self.cursor = None;
+        Ok(n)
     }
 
     pub fn time_base(&self) -> Rational {
