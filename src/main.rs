@@ -173,8 +173,23 @@ fn parse_split_list(s: &str) -> Result<(Split, PathBuf), String> {
 }
 
 fn main() {
+    // Output piped into `head` must end the process quietly, as for any Unix tool, not panic
+    // in println!.
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    #[cfg(unix)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     if let Err(e) = run(Cli::parse()) {
-        eprintln!("error: {e:#}");
+        // Library errors already print their cause; show each link of the chain once.
+        let mut parts: Vec<String> = Vec::new();
+        for link in e.chain() {
+            let s = link.to_string();
+            if !parts.iter().any(|p| p.contains(&s)) {
+                parts.push(s);
+            }
+        }
+        eprintln!("error: {}", parts.join(": "));
         std::process::exit(1);
     }
 }

@@ -33,36 +33,24 @@ pub(crate) fn ff(path: &Path, what: &str) -> impl FnOnce(ffmpeg::Error) -> Error
     move |source| Error::Ffmpeg { path, what, source }
 }
 
-/// Frame count (by counting the video stream's packets, one per frame for every codec mgscope
-/// writes or imports), size and average frame rate.
+/// Frame count (frames in presentation order, from the demuxer's index), display size and the
+/// average frame rate measured from the timestamps.
 pub fn probe(path: &Path) -> Result<MediaInfo> {
-    init();
     if !path.is_file() {
         return Err(Error::NotFound(format!("video file {}", path.display())));
     }
-    let mut ictx = format::input(&path).map_err(ff(path, "opening as a video"))?;
-    let stream = ictx
-        .streams()
-        .best(ffmpeg::media::Type::Video)
-        .ok_or_else(|| Error::format(path, "streams", "has no video stream"))?;
-    let index = stream.index();
-    let rate = stream.avg_frame_rate();
-    let fps = (rate.denominator() != 0 && rate.numerator() > 0).then(|| f64::from(rate));
-    let ctx = codec::context::Context::from_parameters(stream.parameters())
-        .map_err(ff(path, "reading codec parameters"))?;
-    let dec = ctx
-        .decoder()
-        .video()
-        .map_err(ff(path, "opening the video decoder"))?;
-    let (width, height) = (dec.width(), dec.height());
-    let mut frames = 0u32;
-    for (s, _) in ictx.packets() {
-        if s.index() == index {
-            frames += 1;
+    let idx = decode::build_index(path)?;
+    let (width, height) = idx.display_size();
+    let (num, den) = idx.time_base;
+    let fps = match (idx.pts.first(), idx.pts.last()) {
+        (Some(&a), Some(&b)) if b > a && num > 0 && den > 0 => {
+            let secs = (b - a) as f64 * f64::from(num) / f64::from(den);
+            Some((idx.len() - 1) as f64 / secs)
         }
-    }
+        _ => None,
+    };
     Ok(MediaInfo {
-        frames,
+        frames: idx.len() as u32,
         width,
         height,
         fps,
