@@ -6,6 +6,7 @@
 
 pub mod dataset;
 pub mod demo;
+pub mod ensemble;
 pub mod error;
 pub mod pickle;
 pub mod store;

@@ -13,6 +13,8 @@ use mgscope::demo::DemoConfig;
 use mgscope::store::{Dataset, Event, ImportReport};
 use mgscope::util::default_author;
 
+mod cli_ensemble;
+
 #[derive(Parser)]
 #[command(
     name = "mgscope",
@@ -126,6 +128,8 @@ enum Command {
         #[arg(long, value_parser = parse_split, default_value = "test")]
         split: Split,
     },
+    /// Fuse score streams, evaluate, search weights, rank confusing samples, write a submission.
+    Ensemble(Box<cli_ensemble::EnsembleArgs>),
     /// Low-level checks on single files.
     #[cfg(feature = "video")]
     Probe {
@@ -402,6 +406,7 @@ fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
+        Command::Ensemble(args) => cli_ensemble::run(*args)?,
         #[cfg(feature = "video")]
         Command::Probe { what } => match what {
             Probe::Decode { video, frame, out } => {

@@ -6,6 +6,9 @@
 //! survive restarts.
 
 mod schema;
+mod scores;
+
+pub use scores::StoredStream;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

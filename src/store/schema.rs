@@ -70,6 +70,21 @@ const MIGRATIONS: &[&str] = &[
         data BLOB NOT NULL,
         PRIMARY KEY(video_id, kind)
     );",
+    // 2 → 3: score streams (one model's per-clip class probabilities), keyed by clip id.
+    "CREATE TABLE score_streams(
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        classes INTEGER NOT NULL,
+        source TEXT NOT NULL,
+        report TEXT NOT NULL,
+        created_ms INTEGER NOT NULL
+    );
+    CREATE TABLE score_rows(
+        stream_id INTEGER NOT NULL REFERENCES score_streams(id) ON DELETE CASCADE,
+        clip_id TEXT NOT NULL,
+        probs BLOB NOT NULL,
+        PRIMARY KEY(stream_id, clip_id)
+    );",
 ];
 
 pub const CURRENT_VERSION: i64 = MIGRATIONS.len() as i64;

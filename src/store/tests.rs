@@ -204,7 +204,7 @@ fn version_1_datasets_migrate_forward() {
         .expect("downgrade");
     drop(conn);
     let ds = Dataset::open(dir.path()).expect("migrates");
-    assert_eq!(ds.schema_version().ok(), Some(2));
+    assert_eq!(ds.schema_version().ok(), Some(schema::CURRENT_VERSION));
     assert_eq!(ds.samples().map(|s| s.len()).ok(), Some(3));
     ds.cache_put("0001", "k", "s", b"1")
         .expect("new table works");
