@@ -200,8 +200,11 @@ fn version_1_datasets_migrate_forward() {
     drop(dataset_with_samples(dir.path()));
     // Roll the file back to schema 1 as an older mgscope left it, then reopen.
     let conn = Connection::open(dir.path().join(DB_FILE)).expect("open");
-    conn.execute_batch("DROP TABLE video_cache; PRAGMA user_version = 1;")
-        .expect("downgrade");
+    conn.execute_batch(
+        "DROP TABLE score_rows; DROP TABLE score_streams; DROP TABLE video_cache;
+         PRAGMA user_version = 1;",
+    )
+    .expect("downgrade");
     drop(conn);
     let ds = Dataset::open(dir.path()).expect("migrates");
     assert_eq!(ds.schema_version().ok(), Some(schema::CURRENT_VERSION));
