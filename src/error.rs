@@ -44,6 +44,18 @@ pub enum Error {
     },
 }
 
+impl From<crate::modality::error::ModalityError> for Error {
+    fn from(e: crate::modality::error::ModalityError) -> Self {
+        Error::Invalid(e.to_string())
+    }
+}
+
+impl From<crate::modality::flow::FlowError> for Error {
+    fn from(e: crate::modality::flow::FlowError) -> Self {
+        Error::Invalid(e.to_string())
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {

@@ -14,6 +14,8 @@ use mgscope::store::{Dataset, Event, ImportReport};
 use mgscope::util::default_author;
 
 mod cli_ensemble;
+#[cfg(feature = "video")]
+mod cli_probe;
 
 #[derive(Parser)]
 #[command(
@@ -134,25 +136,11 @@ enum Command {
     #[cfg(feature = "video")]
     Probe {
         #[command(subcommand)]
-        what: Probe,
+        what: cli_probe::Probe,
     },
     /// Open the desktop app.
     #[cfg(feature = "gui")]
     Gui { dataset: Option<PathBuf> },
-}
-
-#[cfg(feature = "video")]
-#[derive(Subcommand)]
-enum Probe {
-    /// Decode exactly one frame (by presentation-order index) and write it.
-    Decode {
-        video: PathBuf,
-        #[arg(long)]
-        frame: usize,
-        /// `.png` (RGB) or `.npy` (uint8 [H, W, 3]).
-        #[arg(long)]
-        out: PathBuf,
-    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -408,30 +396,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Ensemble(args) => cli_ensemble::run(*args)?,
         #[cfg(feature = "video")]
-        Command::Probe { what } => match what {
-            Probe::Decode { video, frame, out } => {
-                let mut r = mgscope::media::decode::VideoReader::open(&video)?;
-                let f = r.frame(frame)?;
-                let ext = out.extension().map(|e| e.to_string_lossy().to_lowercase());
-                match ext.as_deref() {
-                    Some("png") => mgscope::media::write_png(&out, &f)?,
-                    Some("npy") => mgscope::media::write_npy_u8(
-                        &out,
-                        &[f.height as usize, f.width as usize, 3],
-                        &f.data,
-                    )?,
-                    _ => bail!("--out must end in .png or .npy, got {}", out.display()),
-                }
-                println!(
-                    "frame {frame} of {} ({} frames): {}x{} -> {}",
-                    video.display(),
-                    r.len(),
-                    f.width,
-                    f.height,
-                    out.display()
-                );
-            }
-        },
+        Command::Probe { what } => cli_probe::run(what)?,
         #[cfg(feature = "gui")]
         Command::Gui { dataset } => mgscope::app::run(dataset)?,
     }

@@ -233,24 +233,3 @@ pub fn write_png(path: &Path, f: &decode::RgbFrame) -> Result<()> {
     w.write_image_data(&f.data).map_err(perr)?;
     w.finish().map_err(perr)
 }
-
-/// Writes a uint8 array as NPY v1 (C order).
-pub fn write_npy_u8(path: &Path, shape: &[usize], data: &[u8]) -> Result<()> {
-    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let tuple = if dims.len() == 1 {
-        format!("({},)", dims[0])
-    } else {
-        format!("({})", dims.join(", "))
-    };
-    let mut header = format!("{{'descr': '|u1', 'fortran_order': False, 'shape': {tuple}, }}");
-    // The magic (6) + version (2) + length (2) + header + newline is padded to 64 bytes.
-    let pad = (64 - (10 + header.len() + 1) % 64) % 64;
-    header.push_str(&" ".repeat(pad));
-    header.push('\n');
-    let mut out = Vec::with_capacity(10 + header.len() + data.len());
-    out.extend_from_slice(b"\x93NUMPY\x01\x00");
-    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    out.extend_from_slice(header.as_bytes());
-    out.extend_from_slice(data);
-    std::fs::write(path, out).map_err(|e| Error::io(path, e))
-}

@@ -29,7 +29,7 @@ pub const WEIGHTS_ENV: &str = "MGSCOPE_DEPTH_WEIGHTS";
 /// What the depth modality says when no model is available.
 pub const NO_MODEL: &str = "no depth model loaded — how to get one: download Depth Anything V2 \
 weights as safetensors (small: depth_anything_v2_vits, base: _vitb, large: _vitl; the checkpoint's \
-keys are `pretrained.*` and `depth_head.*`), then pass --depth-weights FILE [--depth-encoder \
+keys are `pretrained.*` and `depth_head.*`), then pass --weights FILE [--encoder \
 small|base|large] or set MGSCOPE_DEPTH_WEIGHTS";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

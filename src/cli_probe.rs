@@ -1,0 +1,332 @@
+//! `mgscope probe …`: one modality on one input, written to a file — what a researcher uses to
+//! check a step against the reference by hand.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::{Subcommand, ValueEnum};
+
+use mgscope::media::decode::VideoReader;
+use mgscope::modality::heatmap::{self, HeatmapKind, HeatmapParams, PoseArrays};
+use mgscope::modality::npy::{read_npy_as, write_npy};
+use mgscope::modality::{depth, flow, flow_vis, taylor};
+
+#[derive(Subcommand)]
+pub enum Probe {
+    /// Decode exactly one frame (by presentation-order index) and write it.
+    Decode {
+        video: PathBuf,
+        #[arg(long)]
+        frame: usize,
+        /// `.png` (RGB) or `.npy` (uint8 [H, W, 3]).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Skeleton heatmaps (GeneratePoseTarget): keypoints [M,T,V,2] → [T,C,H,W] float32.
+    Heatmap {
+        #[arg(long)]
+        keypoints: PathBuf,
+        /// Scores [M,T,V]; default all ones.
+        #[arg(long)]
+        scores: Option<PathBuf>,
+        /// `H,W` of the image the keypoints are in.
+        #[arg(long, value_parser = parse_pair)]
+        image_size: (usize, usize),
+        #[arg(long, value_enum)]
+        kind: Kind,
+        #[arg(long, default_value_t = 0.6)]
+        sigma: f64,
+        #[arg(long, default_value = "imigue36")]
+        skeleton: String,
+        #[arg(long, default_value_t = 1.0)]
+        scaling: f64,
+        /// Append the flipped copy (test-time `double`).
+        #[arg(long)]
+        double: bool,
+        /// Peak = 1 instead of the keypoint score.
+        #[arg(long)]
+        no_score: bool,
+        /// Score threshold below which a point or limb is not drawn: pyskl's 1e-3 (MM-Gesture),
+        /// mmaction2's 1e-4.
+        #[arg(long, default_value_t = 1e-3)]
+        eps: f64,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Taylor video of a clip: [T', H, W, 3] uint8.
+    Taylor {
+        video: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        start: usize,
+        /// Last frame (inclusive); default the last frame of the video.
+        #[arg(long)]
+        end: Option<usize>,
+        #[arg(long, default_value_t = 3)]
+        terms: usize,
+        /// `frame`: MM-Gesture's taylor.py (one max per frame); `channel`: the notebook's.
+        #[arg(long, value_enum, default_value = "frame")]
+        norm: Norm,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Dense optical flow (DIS) between two frames: [H, W, 2] float32, pixels.
+    Flow {
+        video: PathBuf,
+        /// `A,B`: flow from frame A to frame B.
+        #[arg(long, value_parser = parse_pair)]
+        frames: (usize, usize),
+        #[arg(long, value_enum, default_value = "medium")]
+        preset: FlowPreset,
+        #[arg(long)]
+        out: PathBuf,
+        /// Also write the Middlebury colour-wheel picture.
+        #[arg(long)]
+        png: Option<PathBuf>,
+    },
+    /// Depth of one frame with Depth Anything V2 weights: [H, W] float32.
+    Depth {
+        video: PathBuf,
+        #[arg(long)]
+        frame: usize,
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "small")]
+        encoder: depth::Encoder,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Kind {
+    Joint,
+    Limb,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Norm {
+    Frame,
+    Channel,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum FlowPreset {
+    Ultrafast,
+    Fast,
+    Medium,
+}
+
+fn parse_pair(s: &str) -> Result<(usize, usize), String> {
+    let (a, b) = s
+        .split_once(',')
+        .ok_or_else(|| format!("expected two numbers `A,B`, found {s:?}"))?;
+    let p = |x: &str| {
+        x.trim()
+            .parse::<usize>()
+            .map_err(|_| format!("{x:?} is not a non-negative integer"))
+    };
+    Ok((p(a)?, p(b)?))
+}
+
+fn frames(
+    video: &Path,
+    start: usize,
+    end: Option<usize>,
+) -> Result<(Vec<u8>, usize, usize, usize)> {
+    let mut r = VideoReader::open(video)?;
+    let end = end.unwrap_or(r.len().saturating_sub(1));
+    if end < start || end >= r.len() {
+        bail!(
+            "{}: frames {start}..={end} are not inside the video's 0..={}",
+            video.display(),
+            r.len().saturating_sub(1)
+        );
+    }
+    let mut data = Vec::new();
+    let (mut w, mut h) = (0, 0);
+    for i in start..=end {
+        let f = r.frame(i)?;
+        (w, h) = (f.width as usize, f.height as usize);
+        data.extend_from_slice(&f.data);
+    }
+    Ok((data, end - start + 1, h, w))
+}
+
+pub fn run(p: Probe) -> Result<()> {
+    match p {
+        Probe::Decode { video, frame, out } => {
+            let mut r = VideoReader::open(&video)?;
+            let f = r.frame(frame)?;
+            let ext = out.extension().map(|e| e.to_string_lossy().to_lowercase());
+            match ext.as_deref() {
+                Some("png") => mgscope::media::write_png(&out, &f)?,
+                Some("npy") => write_npy(&out, &[f.height as usize, f.width as usize, 3], &f.data)?,
+                _ => bail!("--out must end in .png or .npy, got {}", out.display()),
+            }
+            println!(
+                "frame {frame} of {} ({} frames): {}x{} -> {}",
+                video.display(),
+                r.len(),
+                f.width,
+                f.height,
+                out.display()
+            );
+        }
+        Probe::Heatmap {
+            keypoints,
+            scores,
+            image_size,
+            kind,
+            sigma,
+            skeleton,
+            scaling,
+            double,
+            no_score,
+            eps,
+            out,
+        } => {
+            let (shape, kp) = read_npy_as::<f32>(&keypoints)?;
+            let [m, t, v, 2] = shape[..] else {
+                bail!(
+                    "{}: expected keypoints [M,T,V,2], found shape {shape:?}",
+                    keypoints.display()
+                );
+            };
+            let sc = match &scores {
+                Some(p) => {
+                    let (s_shape, s) = read_npy_as::<f32>(p)?;
+                    if s_shape != [m, t, v] {
+                        bail!(
+                            "{}: expected scores [{m},{t},{v}], found {s_shape:?}",
+                            p.display()
+                        );
+                    }
+                    Some(s)
+                }
+                None => None,
+            };
+            let sk = heatmap::skeleton_by_name(&skeleton)
+                .with_context(|| format!("unknown skeleton {skeleton:?}: imigue36 or coco17"))?;
+            if sk.num_keypoints != v {
+                bail!(
+                    "skeleton {skeleton} has {} keypoints, the file has V = {v}",
+                    sk.num_keypoints
+                );
+            }
+            let mut params = match kind {
+                Kind::Joint => HeatmapParams::joint(sigma),
+                Kind::Limb => HeatmapParams::limb(sigma),
+            };
+            params.scaling = scaling;
+            params.double = double;
+            params.use_score = !no_score;
+            params.eps = eps;
+            let hm = heatmap::generate_pose_target(
+                PoseArrays {
+                    keypoints: &kp,
+                    scores: sc.as_deref(),
+                    num_persons: m,
+                    num_frames: t,
+                    num_keypoints: v,
+                },
+                image_size.0,
+                image_size.1,
+                &sk,
+                &params,
+            )?;
+            write_npy(&out, &hm.shape, &hm.data)?;
+            println!(
+                "{} heatmaps {:?} -> {}",
+                if matches!(params.kind, HeatmapKind::Joint) {
+                    "joint"
+                } else {
+                    "limb"
+                },
+                hm.shape,
+                out.display()
+            );
+        }
+        Probe::Taylor {
+            video,
+            start,
+            end,
+            terms,
+            norm,
+            out,
+        } => {
+            let (rgb, n, h, w) = frames(&video, start, end)?;
+            let mut params = match norm {
+                Norm::Frame => taylor::TaylorParams::mm_gesture(),
+                Norm::Channel => taylor::TaylorParams::notebook(),
+            };
+            params.terms = terms;
+            let tv = taylor::taylor_video(&rgb, n, h, w, &params)?;
+            write_npy(&out, &[tv.frames, tv.height, tv.width, 3], &tv.data)?;
+            println!(
+                "Taylor video of {} frames {start}..: {} frames {}x{} -> {}",
+                video.display(),
+                tv.frames,
+                tv.width,
+                tv.height,
+                out.display()
+            );
+        }
+        Probe::Flow {
+            video,
+            frames: (a, b),
+            preset,
+            out,
+            png,
+        } => {
+            let mut r = VideoReader::open(&video)?;
+            let fa = r.frame(a)?;
+            let fb = r.frame(b)?;
+            let (w, h) = (fa.width as usize, fa.height as usize);
+            let ga = flow::rgb_to_gray(&fa.data, w, h)?;
+            let gb = flow::rgb_to_gray(&fb.data, w, h)?;
+            let params = match preset {
+                FlowPreset::Ultrafast => flow::DisParams::ultrafast(),
+                FlowPreset::Fast => flow::DisParams::fast(),
+                FlowPreset::Medium => flow::DisParams::medium(),
+            };
+            let t = std::time::Instant::now();
+            let f = flow::dis_flow(&ga, &gb, &params)?;
+            let ms = t.elapsed().as_secs_f64() * 1e3;
+            write_npy(&out, &[h, w, 2], &f.data)?;
+            if let Some(p) = png {
+                let rgb = flow_vis::flow_to_rgb(&f, None)?;
+                mgscope::media::write_png(
+                    &p,
+                    &mgscope::media::decode::RgbFrame {
+                        index: a,
+                        width: w as u32,
+                        height: h as u32,
+                        data: rgb,
+                    },
+                )?;
+            }
+            println!(
+                "flow {a}->{b} of {} ({w}x{h}, max {:.2} px, {ms:.1} ms) -> {}",
+                video.display(),
+                f.max_magnitude(),
+                out.display()
+            );
+        }
+        Probe::Depth {
+            video,
+            frame,
+            weights,
+            encoder,
+            out,
+        } => {
+            let path = depth::DepthModel::locate(weights.as_deref())?;
+            let model = depth::DepthModel::load(&path, encoder, &candle_core::Device::Cpu)?;
+            let mut r = VideoReader::open(&video)?;
+            let f = r.frame(frame)?;
+            let d = model.infer(&f.data, f.width as usize, f.height as usize)?;
+            write_npy(&out, &[f.height as usize, f.width as usize], &d)?;
+            println!("depth of frame {frame} -> {}", out.display());
+        }
+    }
+    Ok(())
+}
