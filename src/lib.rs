@@ -14,6 +14,8 @@ pub mod store;
 pub mod util;
 
 #[cfg(feature = "video")]
+pub mod extract;
+#[cfg(feature = "video")]
 pub mod media;
 
 #[cfg(feature = "gui")]

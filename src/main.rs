@@ -132,6 +132,30 @@ enum Command {
     },
     /// Fuse score streams, evaluate, search weights, rank confusing samples, write a submission.
     Ensemble(Box<cli_ensemble::EnsembleArgs>),
+    /// Extract derived modalities for a dataset into DATASET/cache (resumable, shardable).
+    #[cfg(feature = "video")]
+    Extract {
+        dataset: PathBuf,
+        /// Comma-separated: taylor, flow, depth, joint, limb.
+        #[arg(long, value_enum, value_delimiter = ',', required = true)]
+        modality: Vec<mgscope::extract::Modality>,
+        #[arg(long, value_parser = parse_split)]
+        split: Option<Split>,
+        /// `I/N`: this process takes the clips whose id hashes to I mod N.
+        #[arg(long, value_parser = parse_shard, default_value = "0/1")]
+        shard: (u32, u32),
+        #[arg(long, value_enum, default_value = "npy")]
+        format: mgscope::extract::OutFormat,
+        /// Clips processed in parallel.
+        #[arg(long, default_value_t = 2)]
+        jobs: usize,
+        #[arg(long)]
+        depth_weights: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "small")]
+        depth_encoder: mgscope::modality::depth::Encoder,
+        #[arg(long)]
+        json: bool,
+    },
     /// Low-level checks on single files.
     #[cfg(feature = "video")]
     Probe {
@@ -155,6 +179,22 @@ enum ExportFormat {
 
 fn parse_split(s: &str) -> Result<Split, String> {
     Split::parse(s).ok_or_else(|| format!("unknown split {s:?}: expected train, val, test or none"))
+}
+
+fn parse_shard(s: &str) -> Result<(u32, u32), String> {
+    let (i, n) = s
+        .split_once('/')
+        .ok_or_else(|| format!("expected I/N, found {s:?}"))?;
+    let i: u32 = i
+        .parse()
+        .map_err(|_| format!("shard index {i:?} is not a number"))?;
+    let n: u32 = n
+        .parse()
+        .map_err(|_| format!("shard count {n:?} is not a number"))?;
+    if n == 0 || i >= n {
+        return Err(format!("shard {i}/{n}: expected 0 <= I < N"));
+    }
+    Ok((i, n))
 }
 
 fn parse_split_list(s: &str) -> Result<(Split, PathBuf), String> {
@@ -395,6 +435,63 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Ensemble(args) => cli_ensemble::run(*args)?,
+        #[cfg(feature = "video")]
+        Command::Extract {
+            dataset,
+            modality,
+            split,
+            shard,
+            format,
+            jobs,
+            depth_weights,
+            depth_encoder,
+            json,
+        } => {
+            let ds = Dataset::open(&dataset)?;
+            let opts = mgscope::extract::Options {
+                modalities: modality,
+                split,
+                shard,
+                format,
+                jobs,
+                depth_weights,
+                depth_encoder,
+            };
+            let started = std::time::Instant::now();
+            let progress = |done: usize, total: usize| {
+                if json {
+                    return;
+                }
+                let el = started.elapsed().as_secs_f64();
+                let eta = if done > 0 {
+                    el / done as f64 * (total - done) as f64
+                } else {
+                    0.0
+                };
+                eprint!("\rextract: {done}/{total} clips, {el:.0} s elapsed, ETA {eta:.0} s   ");
+                if done == total {
+                    eprintln!();
+                }
+            };
+            let cancel = std::sync::atomic::AtomicBool::new(false);
+            let s = mgscope::extract::run(&ds, &opts, &progress, &cancel)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                println!(
+                    "{} clips (shard {}/{}): {} outputs written, {} already done, {} failed",
+                    s.clips,
+                    shard.0,
+                    shard.1,
+                    s.written,
+                    s.skipped_existing,
+                    s.failed.len()
+                );
+                for (what, why) in &s.failed {
+                    println!("  failed {what}: {why}");
+                }
+            }
+        }
         #[cfg(feature = "video")]
         Command::Probe { what } => cli_probe::run(what)?,
         #[cfg(feature = "gui")]

@@ -23,7 +23,10 @@ pub fn init() {
         // Only fails when libavformat cannot register; every later call then reports the
         // real error with the file name, so nothing is lost by ignoring it here.
         let _ = ffmpeg::init();
-        ffmpeg::util::log::set_level(ffmpeg::util::log::Level::Error);
+        // Fatal only: after a seek into a B-frame stream the H.264 decoder logs reference
+        // warnings at error level for frames that are then dropped; real failures reach the
+        // caller as errors with the file name.
+        ffmpeg::util::log::set_level(ffmpeg::util::log::Level::Fatal);
     });
 }
 
