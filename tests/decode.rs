@@ -1,3 +1,4 @@
+#![allow(clippy::needless_range_loop)] // frame indices are the point of these tests
 //! Frame-exact decoding: frame i is the same pixels as FFmpeg's own decode of the i-th frame
 //! (`ffmpeg -fps_mode passthrough -pix_fmt rgb24`), sequentially and in random order, for
 //! several codecs and GOP structures made with FFmpeg's encoders, and for the real videos.
@@ -284,11 +285,7 @@ fn damaged_files_name_the_file_and_keep_what_decodes() {
         let f = r.frame(i).expect("frame before the damage");
         assert!(f.data == want[i], "frame {i}");
     }
-    let e = r
-        .frame(want.len() + 5)
-        .err()
-        .expect("out of range")
-        .to_string();
+    let e = r.frame(want.len() + 5).expect_err("out of range").to_string();
     assert!(e.contains("cut.mkv") && e.contains("out of range"), "{e}");
 }
 

@@ -98,7 +98,10 @@ pub fn read_score_file(
 /// list of dicts with `pred_score` (mmaction2 1.x) or `pred_scores.item`; a list of dicts
 /// `{'rgb': ..., 'pose': ...}` (RGBPoseConv3D, two streams); a 2-D array. A dump holding torch
 /// tensors is refused by the unpickler (torch's rebuild functions are not on its whitelist).
-fn pickle_rows(path: &Path, v: &Value) -> Result<Vec<(Option<String>, Vec<Vec<f32>>)>> {
+/// Rows of one stream, with the suffix of an RGBPose head (`rgb` / `pose`) when there is one.
+type NamedRows = (Option<String>, Vec<Vec<f32>>);
+
+fn pickle_rows(path: &Path, v: &Value) -> Result<Vec<NamedRows>> {
     let vec_of = |x: &Value, loc: &str| -> Result<Vec<f32>> {
         match x {
             Value::Array(a) => a

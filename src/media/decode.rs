@@ -299,7 +299,7 @@ impl VideoReader {
                     match ts {
                         Some(t) if t == target => {
                             self.cursor = Some(i);
-                            return self.to_rgb(&f, i);
+                            return self.convert_rgb(&f, i);
                         }
                         Some(t) if t > target && seeks_back < 3 => {
                             // The seek landed after the target (an index entry the demuxer
@@ -334,7 +334,7 @@ impl VideoReader {
                 self.ictx.as_mut_ptr(),
                 si,
                 ts,
-                ffmpeg::ffi::AVSEEK_FLAG_BACKWARD as i32,
+                ffmpeg::ffi::AVSEEK_FLAG_BACKWARD,
             )
         };
         if r < 0 {
@@ -347,7 +347,7 @@ impl VideoReader {
                     i64::MIN,
                     first,
                     first,
-                    ffmpeg::ffi::AVSEEK_FLAG_BACKWARD as i32,
+                    ffmpeg::ffi::AVSEEK_FLAG_BACKWARD,
                 )
             };
             if r0 < 0 {
@@ -420,7 +420,7 @@ impl VideoReader {
         }
     }
 
-    fn to_rgb(&mut self, f: &frame::Video, index: usize) -> Result<RgbFrame> {
+    fn convert_rgb(&mut self, f: &frame::Video, index: usize) -> Result<RgbFrame> {
         let (w, h, fmt) = (f.width(), f.height(), f.format());
         let rebuild =
             !matches!(&self.scaler, Some((_, pf, pw, ph)) if *pf == fmt && *pw == w && *ph == h);
