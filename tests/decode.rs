@@ -285,7 +285,10 @@ fn damaged_files_name_the_file_and_keep_what_decodes() {
         let f = r.frame(i).expect("frame before the damage");
         assert!(f.data == want[i], "frame {i}");
     }
-    let e = r.frame(want.len() + 5).expect_err("out of range").to_string();
+    let e = r
+        .frame(want.len() + 5)
+        .expect_err("out of range")
+        .to_string();
     assert!(e.contains("cut.mkv") && e.contains("out of range"), "{e}");
 }
 
