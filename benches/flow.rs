@@ -57,6 +57,8 @@ fn parse_args() -> Res<Args> {
             "--threads" => a.threads = val()?.parse().map_err(|e| format!("--threads: {e}"))?,
             "--python" => a.python = Some(PathBuf::from(val()?)),
             "--workdir" => a.workdir = Some(PathBuf::from(val()?)),
+            // `cargo bench` passes --bench to harness-less benches.
+            "--bench" => {}
             "-h" | "--help" => {
                 println!("flow_bench [--video V] [--frames 10,40] [--reps N] [--threads T] [--python PY] [--workdir DIR]");
                 std::process::exit(0);
