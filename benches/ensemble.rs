@@ -11,9 +11,9 @@ use std::path::Path;
 use std::time::Instant;
 
 use mgscope::ensemble::fusion::Fusion;
-use mgscope::ensemble::npy::write_npy_f32;
 use mgscope::ensemble::search::{self, Control, Objective};
 use mgscope::ensemble::stream::{ScoreKind, ScoreStream, Stream};
+use mgscope::modality::npy::to_npy_bytes as write_npy_f32;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 

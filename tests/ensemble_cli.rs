@@ -42,7 +42,7 @@ fn scores(labels: &[Option<u32>], seed: u64, sharp: f32) -> Vec<Vec<f32>> {
 
 fn write_npy(path: &Path, rows: &[Vec<f32>]) {
     let flat: Vec<f32> = rows.iter().flatten().copied().collect();
-    let bytes = mgscope::ensemble::npy::write_npy_f32(&[rows.len(), C], &flat).expect("npy bytes");
+    let bytes = mgscope::modality::npy::to_npy_bytes(&[rows.len(), C], &flat).expect("npy bytes");
     std::fs::write(path, bytes).expect("npy");
 }
 

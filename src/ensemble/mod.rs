@@ -4,7 +4,6 @@
 
 pub mod fusion;
 pub mod metrics;
-pub mod npy;
 pub mod queue;
 pub mod search;
 pub mod stream;

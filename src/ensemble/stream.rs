@@ -309,8 +309,26 @@ impl ScoreStream {
         kind: ScoreKind,
     ) -> Result<(Self, Report)> {
         let name = name.into();
-        let arr = super::npy::read_npy(npy_bytes)?;
-        let [rows, classes] = arr.shape_2d()?;
+        let arr = crate::modality::npy::parse_npy(npy_bytes)
+            .map_err(|e| EnsembleError::Npy(e.to_string()))?;
+        let [rows, classes] = match arr.shape[..] {
+            [r, c] => [r, c],
+            _ => {
+                return Err(EnsembleError::Npy(format!(
+                    "expected a 2-D [clips, classes] array, found shape {:?}",
+                    arr.shape
+                )))
+            }
+        };
+        let data: Vec<f32> = match arr.data {
+            crate::modality::npy::NpyData::F32(v) => v,
+            crate::modality::npy::NpyData::F64(v) => v.into_iter().map(|x| x as f32).collect(),
+            _ => {
+                return Err(EnsembleError::Npy(
+                    "expected a float32 or float64 score matrix".into(),
+                ))
+            }
+        };
         let ids = parse_id_list(&name, id_list)?;
         if ids.len() != rows {
             return Err(EnsembleError::IdCount {
@@ -319,7 +337,7 @@ impl ScoreStream {
                 rows,
             });
         }
-        Self::from_flat(name, ids, classes, arr.data, kind)
+        Self::from_flat(name, ids, classes, data, kind)
     }
 }
 

@@ -70,55 +70,18 @@ pub fn coco17() -> Skeleton {
 }
 
 /// MM-Gesture's 36-keypoint iMiGUE skeleton (`pyskl/configs/posec3d/slowonly_r50_iMiGUE_36/
-/// limb.py`; 12 body, 12 face, wrist + 5 fingertips per hand).
+/// limb.py`; 12 body, 12 face, wrist + 5 fingertips per hand), from the one copy of the tables
+/// in `assets/skeleton/imigue36.toml`.
 pub fn imigue36() -> Skeleton {
+    let a = crate::dataset::Skeleton::imigue36();
     Skeleton {
         name: "imigue36",
-        num_keypoints: 36,
-        limbs: vec![
-            (0, 1),
-            (0, 8),
-            (8, 10),
-            (0, 9),
-            (9, 11),
-            (19, 17),
-            (19, 18),
-            (17, 12),
-            (12, 13),
-            (13, 14),
-            (18, 16),
-            (16, 15),
-            (15, 14),
-            (20, 21),
-            (21, 22),
-            (22, 23),
-            (23, 20),
-            (1, 2),
-            (2, 3),
-            (3, 4),
-            (1, 5),
-            (5, 6),
-            (6, 7),
-            (4, 30),
-            (30, 31),
-            (30, 32),
-            (30, 33),
-            (30, 34),
-            (30, 35),
-            (7, 24),
-            (24, 25),
-            (24, 26),
-            (24, 27),
-            (24, 28),
-            (24, 29),
-            (0, 19),
-        ],
-        left_kp: vec![17, 8, 10, 12, 13, 20, 2, 3, 4, 30, 31, 32, 33, 34, 35],
-        right_kp: vec![18, 9, 11, 16, 15, 22, 5, 6, 7, 24, 25, 26, 27, 28, 29],
-        left_limb: vec![1, 2, 5, 7, 8, 9, 13, 16, 17, 18, 19, 23, 24, 25, 26, 27, 28],
-        right_limb: vec![
-            3, 4, 6, 10, 11, 12, 14, 15, 20, 21, 22, 29, 30, 31, 32, 33, 34,
-        ],
+        num_keypoints: a.len(),
+        limbs: a.limbs.iter().map(|l| (l[0], l[1])).collect(),
+        left_kp: a.left_kp,
+        right_kp: a.right_kp,
+        left_limb: a.left_limb,
+        right_limb: a.right_limb,
     }
 }
 

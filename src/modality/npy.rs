@@ -614,3 +614,59 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
+
+/// The layouts numpy writes, read through this module: the ensemble's score matrices come in
+/// all of them (fixtures from tools/make_ensemble_fixtures.py).
+#[cfg(test)]
+mod numpy_layouts {
+    use super::*;
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let path = format!(
+            "{}/{name}",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/ensemble/npy")
+        );
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    /// numpy wrote `np.arange(12).reshape(3, 4) / 8 + 0.125` in each layout.
+    fn expected() -> Vec<f64> {
+        (0..12).map(|i| f64::from(i) / 8.0 + 0.125).collect()
+    }
+
+    #[test]
+    fn every_float_layout_reads_in_c_order() {
+        for file in [
+            "f4_le_c_v1.npy",
+            "f8_le_c_v1.npy",
+            "f4_be_c_v1.npy",
+            "f8_be_f_v1.npy",
+            "f4_le_f_v1.npy",
+            "f4_le_c_v2.npy",
+            "f8_le_c_v3.npy",
+        ] {
+            let a = parse_npy(&fixture(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+            assert_eq!(a.shape, vec![3, 4], "{file}");
+            let got: Vec<f64> = match a.data {
+                NpyData::F32(v) => v.into_iter().map(f64::from).collect(),
+                NpyData::F64(v) => v,
+                _ => panic!("{file}: not a float array"),
+            };
+            assert_eq!(got, expected(), "{file}");
+        }
+        assert!(parse_npy(&fixture("object.npy")).is_err());
+        let mut truncated = fixture("f4_le_c_v1.npy");
+        truncated.truncate(truncated.len() - 3);
+        assert!(parse_npy(&truncated).is_err());
+    }
+
+    #[test]
+    fn writer_is_byte_identical_to_numpy() {
+        let data: Vec<f32> = expected().into_iter().map(|v| v as f32).collect();
+        assert_eq!(
+            to_npy_bytes(&[3, 4], &data).ok(),
+            Some(fixture("f4_le_c_v1.npy"))
+        );
+        assert!(to_npy_bytes(&[2, 2], &[1.0f32]).is_err());
+    }
+}
