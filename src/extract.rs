@@ -376,17 +376,7 @@ pub fn heatmaps_64(
     limb: bool,
 ) -> Result<heatmap::Heatmaps> {
     let (m, t, v) = (k.persons, k.frames, k.joints);
-    let mut xy = Vec::with_capacity(m * t * v * 2);
-    let mut sc = Vec::with_capacity(m * t * v);
-    for mi in 0..m {
-        for ti in 0..t {
-            for vi in 0..v {
-                let p = k.get(ti, mi, vi);
-                xy.extend_from_slice(&[p[0], p[1]]);
-                sc.push(p[2]);
-            }
-        }
-    }
+    let (xy, sc) = k.to_pyskl();
     let mut sample = PoseSample::new(&xy, Some(&sc), [m, t, v], (h as usize, w as usize))?;
     sample.pose_compact(&PoseCompact::default())?;
     sample.resize(&Resize::exact(64, 64))?;

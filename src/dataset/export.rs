@@ -165,17 +165,7 @@ pub fn export_pyskl(ds: &Dataset, out: &Path) -> Result<ExportReport> {
         };
         let k = all.slice_frames(s.start as usize, s.end as usize);
         let (m, t, v) = (k.persons, k.frames, k.joints);
-        let mut xy = Vec::with_capacity(m * t * v * 2);
-        let mut sc = Vec::with_capacity(m * t * v);
-        for mi in 0..m {
-            for ti in 0..t {
-                for vi in 0..v {
-                    let p = k.get(ti, mi, vi);
-                    xy.extend_from_slice(&p[..2]);
-                    sc.push(p[2]);
-                }
-            }
-        }
+        let (xy, sc) = k.to_pyskl();
         // MM-Gesture hard-codes (720, 1280) when it has no video to measure.
         let vid = videos.get(&s.video);
         let h = vid.and_then(|v| v.height).unwrap_or(720) as i64;

@@ -82,6 +82,23 @@ impl Keypoints {
         self.data.len() / 3
     }
 
+    /// pyskl's layout: keypoints `[M, T, V, 2]` and scores `[M, T, V]`, C order.
+    pub fn to_pyskl(&self) -> (Vec<f32>, Vec<f32>) {
+        let (m, t, v) = (self.persons, self.frames, self.joints);
+        let mut xy = Vec::with_capacity(m * t * v * 2);
+        let mut sc = Vec::with_capacity(m * t * v);
+        for mi in 0..m {
+            for ti in 0..t {
+                for vi in 0..v {
+                    let p = self.get(ti, mi, vi);
+                    xy.extend_from_slice(&p[..2]);
+                    sc.push(p[2]);
+                }
+            }
+        }
+        (xy, sc)
+    }
+
     /// Little-endian f32 bytes for the store.
     pub fn to_blob(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.data.len() * 4);
