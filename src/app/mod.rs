@@ -2,6 +2,8 @@
 //! keyboard relabeling over the durable store; the modality panes, timeline and the
 //! prediction/ensemble/training tabs build on it.
 
+mod clip_view;
+
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
@@ -68,6 +70,11 @@ struct MgApp {
     demo_job: Option<(mpsc::Receiver<DemoMsg>, (usize, usize))>,
     /// Digits typed so far for a keyboard relabel (applied with Enter).
     class_entry: String,
+    clip: Option<clip_view::ClipView>,
+    /// The clip `clip` was opened for (also when it had no media): reopen only on a change.
+    clip_for: Option<String>,
+    /// A selection to apply at the next frame, where the egui context is at hand.
+    pending_select: Option<usize>,
 }
 
 impl MgApp {
@@ -76,6 +83,8 @@ impl MgApp {
             Ok(ds) => {
                 self.dataset = Some(ds);
                 self.selected = None;
+                self.clip = None;
+                self.clip_for = None;
                 self.reload();
                 self.status = format!("opened {}", dir.display());
                 self.error = None;
@@ -101,6 +110,20 @@ impl MgApp {
         match ds.history(Some(&s.clip_id)) {
             Ok(h) => self.history = h,
             Err(e) => self.error = Some(e.to_string()),
+        }
+    }
+
+    /// Selects a sample and opens its frames (on worker threads).
+    fn select(&mut self, i: Option<usize>, ctx: &egui::Context) {
+        self.selected = i;
+        self.load_history();
+        let want = self.current().map(|s| s.clip_id.clone());
+        if self.clip_for != want {
+            self.clip_for = want;
+            self.clip = match (self.current().cloned(), &self.dataset) {
+                (Some(s), Some(ds)) => clip_view::ClipView::open(ds, &s, ctx),
+                _ => None,
+            };
         }
     }
 
@@ -159,7 +182,9 @@ impl MgApp {
                     e.clip_id
                 );
                 if let Some(i) = self.samples.iter().position(|s| s.clip_id == e.clip_id) {
-                    self.selected = Some(i);
+                    // Boundaries may have moved: reopen the clip view for the new range.
+                    self.clip_for = None;
+                    self.pending_select = Some(i);
                 }
             }
             Ok(None) => self.status = format!("nothing to {}", if undo { "undo" } else { "redo" }),
@@ -252,6 +277,24 @@ impl MgApp {
                 _ => self.error = Some(format!("{entry} is not a class index")),
             }
         }
+        let (left, right, space) = ctx.input(|i| {
+            (
+                i.key_pressed(egui::Key::ArrowLeft),
+                i.key_pressed(egui::Key::ArrowRight),
+                i.key_pressed(egui::Key::Space),
+            )
+        });
+        if let Some(c) = self.clip.as_mut() {
+            if left {
+                c.step(-1);
+            }
+            if right {
+                c.step(1);
+            }
+            if space {
+                c.toggle_play();
+            }
+        }
         let (up, down, undo, redo, review) = ctx.input(|i| {
             let cmd = i.modifiers.command;
             (
@@ -273,8 +316,7 @@ impl MgApp {
                 (Some(p), false) => visible.get(p.saturating_sub(1)).copied(),
             };
             if next != self.selected {
-                self.selected = next;
-                self.load_history();
+                self.select(next, ctx);
             }
         }
         if undo {
@@ -296,6 +338,9 @@ impl eframe::App for MgApp {
         let ctx = ui.ctx().clone();
         self.poll_jobs();
         self.keyboard(&ctx);
+        if let Some(i) = self.pending_select.take() {
+            self.select(Some(i), &ctx);
+        }
 
         egui::Panel::top("menu").show(ui, |ui| {
             ui.horizontal(|ui| {
@@ -340,16 +385,31 @@ impl eframe::App for MgApp {
                     ui.label(&self.status);
                 }
                 ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
-                    ui.weak("Up/Down or j/k: select · digits+Enter: relabel · r: reviewed · Ctrl+Z: undo · Ctrl+Y: redo");
+                    ui.weak("Up/Down: sample · Left/Right: frame · Space: play · digits+Enter: relabel · r: reviewed · Ctrl+Z/Y: undo/redo");
                 });
             });
         });
 
         egui::Panel::left("samples")
-            .default_size(460.0)
+            .default_size(390.0)
             .show(ui, |ui| self.sample_list(ui));
 
-        egui::CentralPanel::default().show(ui, |ui| self.details(ui));
+        egui::Panel::right("details")
+            .default_size(330.0)
+            .show(ui, |ui| self.details(ui));
+
+        egui::CentralPanel::default().show(ui, |ui| match (&mut self.clip, &self.dataset) {
+            (Some(c), Some(ds)) => c.ui(ui, ds),
+            _ => {
+                ui.centered_and_justified(|ui| {
+                    ui.label(if self.selected.is_some() {
+                        "This sample's video has no media file."
+                    } else {
+                        "Select a sample on the left."
+                    })
+                });
+            }
+        });
 
         if let (Some(storage), Some(ds)) = (frame.storage_mut(), &self.dataset) {
             storage.set_string(LAST_DATASET_KEY, ds.root().display().to_string());
@@ -411,8 +471,8 @@ impl MgApp {
                 }
             });
         if clicked.is_some() {
-            self.selected = clicked;
-            self.load_history();
+            let ctx = ui.ctx().clone();
+            self.select(clicked, &ctx);
         }
     }
 
@@ -454,14 +514,14 @@ impl MgApp {
         ui.separator();
         ui.label("Relabel (click a class):");
         let mut chosen = None;
-        egui::Grid::new("classes").num_columns(4).show(ui, |ui| {
+        egui::Grid::new("classes").num_columns(2).show(ui, |ui| {
             for (i, c) in tax.classes.iter().enumerate() {
                 let r =
                     ui.selectable_label(s.label == Some(c.id), format!("{:>2} {}", c.id, c.name));
                 if r.clicked() {
                     chosen = Some(c.id);
                 }
-                if i % 4 == 3 {
+                if i % 2 == 1 {
                     ui.end_row();
                 }
             }
