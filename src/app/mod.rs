@@ -405,7 +405,7 @@ impl eframe::App for MgApp {
                     ui.label(if self.selected.is_some() {
                         "This sample's video has no media file."
                     } else {
-                        "Select a sample on the left."
+                        "Select a sample on the left: its frames play here."
                     })
                 });
             }
@@ -478,7 +478,7 @@ impl MgApp {
 
     fn details(&mut self, ui: &mut egui::Ui) {
         let Some(s) = self.current().cloned() else {
-            ui.centered_and_justified(|ui| ui.label("Select a sample on the left."));
+            ui.centered_and_justified(|ui| ui.label("The sample's facts, classes and history."));
             return;
         };
         let Some(tax) = self.dataset.as_ref().map(|d| d.taxonomy().clone()) else {
