@@ -9,6 +9,7 @@ pub mod demo;
 pub mod ensemble;
 pub mod error;
 pub mod modality;
+pub mod nn;
 pub mod pickle;
 pub mod store;
 pub mod util;

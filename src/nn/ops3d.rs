@@ -1,0 +1,411 @@
+//! 3-D convolution and pooling built from candle's own 2-D ops, so autograd works through them
+//! (candle has no conv3d). Layout `[N, C, T, H, W]`, as PyTorch's `nn.Conv3d` /
+//! `nn.MaxPool3d` (which `mmaction/models/backbones/resnet3d.py` and pyskl use).
+//!
+//! conv3d: for each temporal tap k the frames `t·st + k·dt` (after zero padding in time) go
+//! through a batched conv2d with the kernel's k-th slice, and the taps are summed.
+
+use candle_core::{Result, Tensor, D};
+
+/// Kernel / stride / padding / dilation as (time, height, width).
+pub type Triple = (usize, usize, usize);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv3dConfig {
+    pub stride: Triple,
+    pub padding: Triple,
+    pub dilation: Triple,
+}
+
+impl Default for Conv3dConfig {
+    fn default() -> Self {
+        Conv3dConfig {
+            stride: (1, 1, 1),
+            padding: (0, 0, 0),
+            dilation: (1, 1, 1),
+        }
+    }
+}
+
+fn out_len(len: usize, k: usize, stride: usize, pad: usize, dil: usize) -> Result<usize> {
+    let span = dil * (k - 1) + 1;
+    if len + 2 * pad < span || stride == 0 {
+        candle_core::bail!(
+            "3-D op: input length {len} (+2×{pad} padding) is shorter than the kernel span {span}"
+        );
+    }
+    Ok((len + 2 * pad - span) / stride + 1)
+}
+
+/// The frames `start, start+step, …` (n of them) along dim 2.
+fn take_frames(x: &Tensor, start: usize, step: usize, n: usize) -> Result<Tensor> {
+    if step == 1 {
+        return x.narrow(2, start, n);
+    }
+    let idx: Vec<u32> = (0..n).map(|i| (start + i * step) as u32).collect();
+    let idx = Tensor::new(idx.as_slice(), x.device())?;
+    x.index_select(&idx, 2)
+}
+
+/// `[N, C, T, H, W] → [N·T, C, H, W]`
+fn fold_time(x: &Tensor) -> Result<Tensor> {
+    let (n, c, t, h, w) = x.dims5()?;
+    x.permute((0, 2, 1, 3, 4))?.reshape((n * t, c, h, w))
+}
+
+/// `[N·T, C, H, W] → [N, C, T, H, W]`
+fn unfold_time(x: &Tensor, n: usize, t: usize) -> Result<Tensor> {
+    let (_, c, h, w) = x.dims4()?;
+    x.reshape((n, t, c, h, w))?.permute((0, 2, 1, 3, 4))
+}
+
+/// `nn.Conv3d(bias=False)` forward: x `[N, C, T, H, W]`, kernel `[O, C, kt, kh, kw]`.
+/// Spatial stride and dilation must be equal in height and width (candle's conv2d takes one
+/// value for both); every layer of the reference models satisfies that.
+pub fn conv3d(x: &Tensor, kernel: &Tensor, cfg: &Conv3dConfig) -> Result<Tensor> {
+    let (n, c, t, _, _) = x.dims5()?;
+    let (o, kc, kt, _, _) = kernel.dims5()?;
+    if kc != c {
+        candle_core::bail!("conv3d: input has {c} channels, kernel expects {kc}");
+    }
+    let (st, sh, sw) = cfg.stride;
+    let (pt, ph, pw) = cfg.padding;
+    let (dt, dh, dw) = cfg.dilation;
+    if sh != sw || dh != dw {
+        candle_core::bail!("conv3d: spatial stride/dilation must be equal in h and w, got {cfg:?}");
+    }
+    let t_out = out_len(t, kt, st, pt, dt)?;
+    let x = if pt > 0 {
+        x.pad_with_zeros(2, pt, pt)?
+    } else {
+        x.clone()
+    };
+    // Unequal spatial padding is applied by hand; equal padding goes to conv2d.
+    let (x, pad2d) = if ph == pw {
+        (x, ph)
+    } else {
+        (x.pad_with_zeros(3, ph, ph)?.pad_with_zeros(4, pw, pw)?, 0)
+    };
+    let mut acc: Option<Tensor> = None;
+    for k in 0..kt {
+        let frames = fold_time(&take_frames(&x, k * dt, st, t_out)?)?;
+        let w = kernel.narrow(2, k, 1)?.squeeze(2)?.contiguous()?;
+        let y = frames.conv2d(&w, pad2d, sh, dh, 1)?;
+        acc = Some(match acc {
+            None => y,
+            Some(a) => (a + y)?,
+        });
+    }
+    let y = acc.ok_or_else(|| candle_core::Error::Msg("conv3d: empty temporal kernel".into()))?;
+    let y = unfold_time(&y, n, t_out)?;
+    debug_assert_eq!(y.dim(1)?, o);
+    Ok(y)
+}
+
+/// `nn.MaxPool3d(kernel, stride, padding)` forward (padding counts as −∞, as PyTorch).
+pub fn max_pool3d(x: &Tensor, kernel: Triple, stride: Triple, padding: Triple) -> Result<Tensor> {
+    let (n, _, t, h, w) = x.dims5()?;
+    let (kt, kh, kw) = kernel;
+    let (st, sh, sw) = stride;
+    let (pt, ph, pw) = padding;
+    let t_out = out_len(t, kt, st, pt, 1)?;
+    let h_out = out_len(h, kh, sh, ph, 1)?;
+    let w_out = out_len(w, kw, sw, pw, 1)?;
+    let neg = |x: &Tensor, dim: usize, p: usize| -> Result<Tensor> {
+        if p == 0 {
+            return Ok(x.clone());
+        }
+        let mut shape = x.dims().to_vec();
+        shape[dim] = p;
+        let pad = Tensor::full(f32::NEG_INFINITY, shape, x.device())?.to_dtype(x.dtype())?;
+        Tensor::cat(&[&pad, x, &pad], dim)
+    };
+    let x = neg(&neg(&neg(x, 2, pt)?, 3, ph)?, 4, pw)?;
+    let mut out: Option<Tensor> = None;
+    for a in 0..kt {
+        let xt = take_frames(&x, a, st, t_out)?;
+        for b in 0..kh {
+            let xh = take_dim(&xt, 3, b, sh, h_out)?;
+            for c in 0..kw {
+                let xw = take_dim(&xh, 4, c, sw, w_out)?;
+                out = Some(match out {
+                    None => xw,
+                    Some(m) => m.maximum(&xw)?,
+                });
+            }
+        }
+    }
+    let y = out.ok_or_else(|| candle_core::Error::Msg("max_pool3d: empty kernel".into()))?;
+    debug_assert_eq!(y.dim(0)?, n);
+    Ok(y)
+}
+
+fn take_dim(x: &Tensor, dim: usize, start: usize, step: usize, n: usize) -> Result<Tensor> {
+    if step == 1 {
+        return x.narrow(dim, start, n);
+    }
+    let idx: Vec<u32> = (0..n).map(|i| (start + i * step) as u32).collect();
+    x.index_select(&Tensor::new(idx.as_slice(), x.device())?, dim)
+}
+
+/// `nn.AdaptiveAvgPool3d(1)` followed by flattening: `[N, C, T, H, W] → [N, C]` (I3DHead).
+pub fn global_avg_pool3d(x: &Tensor) -> Result<Tensor> {
+    x.flatten_from(2)?.mean(D::Minus1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    fn lcg(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+            })
+            .collect()
+    }
+
+    /// Direct 7-loop convolution in f64, the definition of `nn.Conv3d`.
+    #[allow(clippy::too_many_arguments)]
+    fn naive_conv3d(
+        x: &[f32],
+        (n, c, t, h, w): (usize, usize, usize, usize, usize),
+        k: &[f32],
+        (o, kt, kh, kw): (usize, usize, usize, usize),
+        cfg: &Conv3dConfig,
+    ) -> (Vec<f64>, [usize; 5]) {
+        let (st, sh, sw) = cfg.stride;
+        let (pt, ph, pw) = cfg.padding;
+        let (dt, dh, dw) = cfg.dilation;
+        let to = (t + 2 * pt - dt * (kt - 1) - 1) / st + 1;
+        let ho = (h + 2 * ph - dh * (kh - 1) - 1) / sh + 1;
+        let wo = (w + 2 * pw - dw * (kw - 1) - 1) / sw + 1;
+        let mut y = vec![0f64; n * o * to * ho * wo];
+        for b in 0..n {
+            for oc in 0..o {
+                for ot in 0..to {
+                    for oh in 0..ho {
+                        for ow in 0..wo {
+                            let mut acc = 0f64;
+                            for ic in 0..c {
+                                for a in 0..kt {
+                                    for bb in 0..kh {
+                                        for cc in 0..kw {
+                                            let it = (ot * st + a * dt) as isize - pt as isize;
+                                            let ih = (oh * sh + bb * dh) as isize - ph as isize;
+                                            let iw = (ow * sw + cc * dw) as isize - pw as isize;
+                                            if it < 0
+                                                || ih < 0
+                                                || iw < 0
+                                                || it >= t as isize
+                                                || ih >= h as isize
+                                                || iw >= w as isize
+                                            {
+                                                continue;
+                                            }
+                                            let xi = (((b * c + ic) * t + it as usize) * h
+                                                + ih as usize)
+                                                * w
+                                                + iw as usize;
+                                            let ki = (((oc * c + ic) * kt + a) * kh + bb) * kw + cc;
+                                            acc += f64::from(x[xi]) * f64::from(k[ki]);
+                                        }
+                                    }
+                                }
+                            }
+                            y[(((b * o + oc) * to + ot) * ho + oh) * wo + ow] = acc;
+                        }
+                    }
+                }
+            }
+        }
+        (y, [n, o, to, ho, wo])
+    }
+
+    #[test]
+    fn conv3d_matches_the_definition() {
+        let dev = Device::Cpu;
+        let cases = [
+            // (x dims, kernel (o, kt, kh, kw), cfg): PoseC3D stem, bottleneck 3×1×1, strided,
+            // dilated, unequal spatial padding.
+            (
+                (2, 3, 5, 9, 9),
+                (4, 1, 7, 7),
+                Conv3dConfig {
+                    stride: (1, 1, 1),
+                    padding: (0, 3, 3),
+                    dilation: (1, 1, 1),
+                },
+            ),
+            (
+                (1, 4, 6, 8, 8),
+                (3, 3, 1, 1),
+                Conv3dConfig {
+                    stride: (1, 1, 1),
+                    padding: (1, 0, 0),
+                    dilation: (1, 1, 1),
+                },
+            ),
+            (
+                (1, 2, 7, 9, 9),
+                (2, 3, 3, 3),
+                Conv3dConfig {
+                    stride: (2, 2, 2),
+                    padding: (1, 1, 1),
+                    dilation: (1, 1, 1),
+                },
+            ),
+            (
+                (1, 2, 9, 8, 8),
+                (2, 3, 3, 3),
+                Conv3dConfig {
+                    stride: (1, 1, 1),
+                    padding: (2, 2, 2),
+                    dilation: (2, 2, 2),
+                },
+            ),
+            (
+                (1, 2, 4, 6, 7),
+                (2, 1, 3, 3),
+                Conv3dConfig {
+                    stride: (1, 1, 1),
+                    padding: (0, 1, 2),
+                    dilation: (1, 1, 1),
+                },
+            ),
+        ];
+        for (xd, (o, kt, kh, kw), cfg) in cases {
+            let (n, c, t, h, w) = xd;
+            let xv = lcg(n * c * t * h * w, 1);
+            let kv = lcg(o * c * kt * kh * kw, 2);
+            let x = Tensor::from_vec(xv.clone(), (n, c, t, h, w), &dev).expect("x");
+            let k = Tensor::from_vec(kv.clone(), (o, c, kt, kh, kw), &dev).expect("k");
+            let y = conv3d(&x, &k, &cfg).expect("conv3d");
+            let (want, shape) = naive_conv3d(&xv, xd, &kv, (o, kt, kh, kw), &cfg);
+            assert_eq!(y.dims(), shape, "{cfg:?}");
+            let got = y
+                .flatten_all()
+                .and_then(|t| t.to_vec1::<f32>())
+                .expect("vec");
+            let err = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (f64::from(*a) - b).abs())
+                .fold(0.0, f64::max);
+            assert!(err < 1e-4, "{cfg:?}: max abs error {err}");
+        }
+        let x = Tensor::zeros((1, 2, 2, 4, 4), candle_core::DType::F32, &dev).expect("x");
+        let k = Tensor::zeros((1, 2, 3, 1, 1), candle_core::DType::F32, &dev).expect("k");
+        assert!(
+            conv3d(&x, &k, &Conv3dConfig::default()).is_err(),
+            "kernel longer than the clip"
+        );
+    }
+
+    #[test]
+    fn conv3d_gradients_match_finite_differences() {
+        let dev = Device::Cpu;
+        let cfg = Conv3dConfig {
+            stride: (2, 1, 1),
+            padding: (1, 1, 1),
+            dilation: (1, 1, 1),
+        };
+        let xd = (1, 2, 5, 5, 5);
+        let kd = (2, 2, 3, 3, 3);
+        let xv = lcg(2 * 5 * 5 * 5, 3);
+        let kv = lcg(2 * 2 * 27, 4);
+        let x = Var::from_vec(xv.clone(), xd, &dev).expect("x");
+        let k = Var::from_vec(kv.clone(), kd, &dev).expect("k");
+        // Loss = Σ y ⊙ r for a fixed random r, so every output position contributes.
+        let y = conv3d(x.as_tensor(), k.as_tensor(), &cfg).expect("y");
+        let r = Tensor::from_vec(lcg(y.elem_count(), 5), y.dims(), &dev).expect("r");
+        let loss = (&y * &r).and_then(|t| t.sum_all()).expect("loss");
+        let grads = loss.backward().expect("backward");
+        let gx = grads
+            .get(&x)
+            .expect("gx")
+            .flatten_all()
+            .and_then(|t| t.to_vec1::<f32>())
+            .expect("v");
+        let gk = grads
+            .get(&k)
+            .expect("gk")
+            .flatten_all()
+            .and_then(|t| t.to_vec1::<f32>())
+            .expect("v");
+        let loss_at = |xv: &[f32], kv: &[f32]| -> f64 {
+            let (y, _) = naive_conv3d(xv, xd, kv, (2, 3, 3, 3), &cfg);
+            let r = lcg(y.len(), 5);
+            y.iter().zip(&r).map(|(a, b)| a * f64::from(*b)).sum()
+        };
+        let eps = 1e-2f32;
+        for i in (0..xv.len()).step_by(17) {
+            let (mut a, mut b) = (xv.clone(), xv.clone());
+            a[i] += eps;
+            b[i] -= eps;
+            let fd = (loss_at(&a, &kv) - loss_at(&b, &kv)) / (2.0 * f64::from(eps));
+            assert!(
+                (fd - f64::from(gx[i])).abs() < 1e-3,
+                "dx[{i}]: fd {fd} vs {}",
+                gx[i]
+            );
+        }
+        for i in (0..kv.len()).step_by(5) {
+            let (mut a, mut b) = (kv.clone(), kv.clone());
+            a[i] += eps;
+            b[i] -= eps;
+            let fd = (loss_at(&xv, &a) - loss_at(&xv, &b)) / (2.0 * f64::from(eps));
+            assert!(
+                (fd - f64::from(gk[i])).abs() < 1e-3,
+                "dk[{i}]: fd {fd} vs {}",
+                gk[i]
+            );
+        }
+    }
+
+    #[test]
+    fn max_pool3d_and_global_average_match_the_definition() {
+        let dev = Device::Cpu;
+        let (n, c, t, h, w) = (1, 2, 4, 7, 7);
+        let xv = lcg(n * c * t * h * w, 6);
+        let x = Tensor::from_vec(xv.clone(), (n, c, t, h, w), &dev).expect("x");
+        // The SlowOnly stem pool: kernel (1,3,3), stride (1,2,2), padding (0,1,1).
+        let y = max_pool3d(&x, (1, 3, 3), (1, 2, 2), (0, 1, 1)).expect("pool");
+        assert_eq!(y.dims(), [1, 2, 4, 4, 4]);
+        let got = y.flatten_all().and_then(|t| t.to_vec1::<f32>()).expect("v");
+        for ci in 0..c {
+            for ti in 0..t {
+                for oh in 0..4 {
+                    for ow in 0..4 {
+                        let mut m = f32::NEG_INFINITY;
+                        for a in 0..3 {
+                            for b in 0..3 {
+                                let ih = (oh * 2 + a) as isize - 1;
+                                let iw = (ow * 2 + b) as isize - 1;
+                                if ih >= 0 && iw >= 0 && ih < h as isize && iw < w as isize {
+                                    m = m.max(
+                                        xv[((ci * t + ti) * h + ih as usize) * w + iw as usize],
+                                    );
+                                }
+                            }
+                        }
+                        assert_eq!(got[((ci * t + ti) * 4 + oh) * 4 + ow], m);
+                    }
+                }
+            }
+        }
+        let g = global_avg_pool3d(&x)
+            .and_then(|t| t.to_vec2::<f32>())
+            .expect("gap");
+        for ci in 0..c {
+            let per = t * h * w;
+            let mean: f32 = xv[ci * per..(ci + 1) * per].iter().sum::<f32>() / per as f32;
+            assert!((g[0][ci] - mean).abs() < 1e-6);
+        }
+    }
+}
