@@ -181,6 +181,7 @@ fn parse_split(s: &str) -> Result<Split, String> {
     Split::parse(s).ok_or_else(|| format!("unknown split {s:?}: expected train, val, test or none"))
 }
 
+#[cfg(feature = "video")]
 fn parse_shard(s: &str) -> Result<(u32, u32), String> {
     let (i, n) = s
         .split_once('/')
