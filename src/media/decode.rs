@@ -289,8 +289,13 @@ impl VideoReader {
                 self.index.len()
             ))
         })?;
-        let sequential = self.cursor.is_some_and(|c| c + 1 == i);
-        if !sequential {
+        // Decoding on from the current position reaches any later frame of the same GOP (its
+        // keyframe is at or before where the decoder stands) cheaper than a seek; a few frames
+        // across a GOP boundary too.
+        let forward = self
+            .cursor
+            .is_some_and(|c| i > c && (self.index.seek_pts[i] <= self.index.pts[c] || i - c <= 8));
+        if !forward {
             self.seek_for(i)?;
         }
         let mut seeks_back = 0;
