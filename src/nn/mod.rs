@@ -1,4 +1,6 @@
-//! candle building blocks for the reference models (PoseConv3D, RGBPoseConv3D, Video Swin).
-//! So far: the 3-D operations candle lacks, built from its own ops so autograd works.
+//! candle building blocks for the reference models (PoseConv3D, RGBPoseConv3D, Video Swin):
+//! the 3-D operations candle lacks, built from its own ops so autograd works, and
+//! PoseC3D's ResNet3dSlowOnly + I3DHead named by the checkpoint keys.
 
 pub mod ops3d;
+pub mod resnet3d;
