@@ -134,6 +134,73 @@ pub enum Value {
     Dict(Vec<(Value, Value)>),
     Set(Vec<Value>),
     Array(NdArray),
+    /// A tensor of a torch zip checkpoint, read only with [`ReadOptions::torch`]: a strided
+    /// view into the storage file `data/<key>` that the caller reads from the archive.
+    TorchTensor(TorchTensorRef),
+}
+
+/// Element type of a torch storage (`torch.FloatStorage`, `torch.BFloat16Storage`, …).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TorchDType {
+    F32,
+    F64,
+    F16,
+    BF16,
+    I64,
+    I32,
+    I16,
+    I8,
+    U8,
+    Bool,
+}
+
+impl TorchDType {
+    pub fn itemsize(self) -> usize {
+        match self {
+            TorchDType::F64 | TorchDType::I64 => 8,
+            TorchDType::F32 | TorchDType::I32 => 4,
+            TorchDType::F16 | TorchDType::BF16 | TorchDType::I16 => 2,
+            TorchDType::I8 | TorchDType::U8 | TorchDType::Bool => 1,
+        }
+    }
+
+    /// The storage class name torch pickles (`torch/storage.py`, `_pickle_storage_type`).
+    fn from_storage_name(name: &str) -> Option<TorchDType> {
+        Some(match name {
+            "FloatStorage" => TorchDType::F32,
+            "DoubleStorage" => TorchDType::F64,
+            "HalfStorage" => TorchDType::F16,
+            "BFloat16Storage" => TorchDType::BF16,
+            "LongStorage" => TorchDType::I64,
+            "IntStorage" => TorchDType::I32,
+            "ShortStorage" => TorchDType::I16,
+            "CharStorage" => TorchDType::I8,
+            "ByteStorage" => TorchDType::U8,
+            "BoolStorage" => TorchDType::Bool,
+            _ => return None,
+        })
+    }
+}
+
+/// `torch._utils._rebuild_tensor_v2(storage, offset, size, stride, ...)`, not yet read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TorchTensorRef {
+    /// The storage's key: its bytes are the archive entry `<prefix>/data/<storage>`.
+    pub storage: String,
+    pub dtype: TorchDType,
+    /// Elements in the storage, as its persistent id states.
+    pub storage_numel: usize,
+    /// In elements.
+    pub offset: usize,
+    pub shape: Vec<usize>,
+    /// In elements.
+    pub stride: Vec<usize>,
+}
+
+impl TorchTensorRef {
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -180,6 +247,10 @@ pub type PersistentLoad<'a> = &'a dyn Fn(Value) -> Result<Value, PickleError>;
 #[derive(Default, Clone, Copy)]
 pub struct ReadOptions<'a> {
     pub persistent_load: Option<PersistentLoad<'a>>,
+    /// Read the `data.pkl` of a torch zip checkpoint: torch's storage classes and
+    /// `_rebuild_tensor_v2` / `_rebuild_parameter` are recognised (re-implemented as data,
+    /// never called) and storage persistent ids become [`Value::TorchTensor`] views.
+    pub torch: bool,
 }
 
 // ---------------------------------------------------------------------------
@@ -498,6 +569,7 @@ impl Value {
             Value::Dict(_) => "dict",
             Value::Set(_) => "set",
             Value::Array(_) => "ndarray",
+            Value::TorchTensor(_) => "torch.Tensor",
         }
     }
 }
@@ -601,6 +673,7 @@ pub fn read_pickle_with(bytes: &[u8], opts: &ReadOptions<'_>) -> Result<Value, P
         marks: Vec::new(),
         memo: Memo::default(),
         persistent_load: opts.persistent_load,
+        torch: opts.torch,
         budget,
         budget_limit: budget,
     };
@@ -623,6 +696,21 @@ enum Global {
     Bytes,
     ByteArray,
     OrderedDict,
+    TorchStorage(TorchDType),
+    TorchRebuildTensorV2,
+    TorchRebuildParameter,
+}
+
+/// torch's own data constructors, allowed only when reading a torch checkpoint.
+fn resolve_torch_global(module: &str, name: &str) -> Option<Global> {
+    match (module, name) {
+        ("torch._utils", "_rebuild_tensor_v2") => Some(Global::TorchRebuildTensorV2),
+        ("torch._utils", "_rebuild_parameter" | "_rebuild_parameter_with_state") => {
+            Some(Global::TorchRebuildParameter)
+        }
+        ("torch", n) => TorchDType::from_storage_name(n).map(Global::TorchStorage),
+        _ => None,
+    }
 }
 
 fn resolve_global(module: &str, name: &str) -> Option<Global> {
@@ -676,6 +764,13 @@ enum Node {
     Dtype(DtypeNode),
     /// `_reconstruct(ndarray, ...)` result waiting for its `BUILD` state.
     PendingArray,
+    /// A torch storage named by a persistent id.
+    TorchStorage {
+        key: String,
+        dtype: TorchDType,
+        numel: usize,
+    },
+    TorchTensor(TorchTensorRef),
 }
 
 impl Node {
@@ -695,6 +790,8 @@ impl Node {
             Node::Class(_) => "class/function",
             Node::Dtype(_) => "numpy dtype",
             Node::PendingArray => "unbuilt ndarray",
+            Node::TorchStorage { .. } => "torch storage",
+            Node::TorchTensor(_) => "torch.Tensor",
         }
     }
 }
@@ -758,6 +855,7 @@ struct Reader<'a, 'o> {
     marks: Vec<usize>,
     memo: Memo,
     persistent_load: Option<PersistentLoad<'o>>,
+    torch: bool,
     budget: usize,
     budget_limit: usize,
 }
@@ -1223,6 +1321,11 @@ impl Reader<'_, '_> {
                     let pid = Value::Str(latin1_to_string(pid));
                     self.persistent(pid)?;
                 }
+                op::BINPERSID if self.torch && self.persistent_load.is_none() => {
+                    let pid = self.pop()?;
+                    let n = self.torch_storage(pid)?;
+                    self.push(n);
+                }
                 op::BINPERSID => {
                     let pid = self.pop()?;
                     let pid = self.materialize(pid)?;
@@ -1247,11 +1350,18 @@ impl Reader<'_, '_> {
     }
 
     fn global(&self, module: String, name: String) -> R<Global> {
-        resolve_global(&module, &name).ok_or(PickleError::ForbiddenGlobal {
-            module,
-            name,
-            offset: self.at,
-        })
+        let torch = if self.torch {
+            resolve_torch_global(&module, &name)
+        } else {
+            None
+        };
+        torch
+            .or_else(|| resolve_global(&module, &name))
+            .ok_or(PickleError::ForbiddenGlobal {
+                module,
+                name,
+                offset: self.at,
+            })
     }
 
     fn persistent(&mut self, pid: Value) -> R<()> {
@@ -1264,6 +1374,76 @@ impl Reader<'_, '_> {
         let i = self.intern(v);
         self.stack.push(i);
         Ok(())
+    }
+
+    /// torch's `persistent_id` for a storage: `('storage', <StorageClass>, key, location,
+    /// numel)` (`torch/serialization.py`, `_save`).
+    fn torch_storage(&self, pid: usize) -> R<Node> {
+        let items = self.tuple_items(pid, "torch persistent id")?;
+        let bad =
+            || self.invalid("torch persistent id is not ('storage', type, key, location, numel)");
+        let [tag, ty, key, _location, numel] = items.as_slice() else {
+            return Err(bad());
+        };
+        if self.str_arg(*tag) != Some("storage") {
+            return Err(bad());
+        }
+        let dtype = match self.node(*ty)? {
+            Node::Class(Global::TorchStorage(d)) => *d,
+            _ => return Err(self.unsupported("torch storage of an unknown type")),
+        };
+        let key = self.str_arg(*key).ok_or_else(bad)?.to_string();
+        let numel = self
+            .int_arg(*numel)
+            .and_then(|n| usize::try_from(n).ok())
+            .ok_or_else(bad)?;
+        Ok(Node::TorchStorage { key, dtype, numel })
+    }
+
+    /// `torch._utils._rebuild_tensor_v2(storage, storage_offset, size, stride, ...)`: the
+    /// view is recorded and checked against the storage length, nothing is read yet.
+    fn torch_tensor(&self, args: &[usize]) -> R<Node> {
+        let [storage, offset, size, stride, ..] = args else {
+            return Err(self.invalid("_rebuild_tensor_v2(storage, offset, size, stride, ...)"));
+        };
+        let Node::TorchStorage { key, dtype, numel } = self.node(*storage)? else {
+            return Err(self.invalid("_rebuild_tensor_v2 without a storage"));
+        };
+        let offset = self
+            .int_arg(*offset)
+            .and_then(|n| usize::try_from(n).ok())
+            .ok_or_else(|| self.invalid("tensor storage offset"))?;
+        let shape = self.shape_arg(*size)?;
+        let stride = self.shape_arg(*stride)?;
+        if shape.len() != stride.len() {
+            return Err(self.invalid(format!(
+                "tensor size {shape:?} and stride {stride:?} differ in rank"
+            )));
+        }
+        let last = shape.iter().zip(&stride).try_fold(offset, |acc, (&d, &s)| {
+            if d == 0 {
+                Some(acc)
+            } else {
+                (d - 1).checked_mul(s).and_then(|x| x.checked_add(acc))
+            }
+        });
+        let empty = shape.contains(&0);
+        match last {
+            Some(l) if empty || l < *numel => {}
+            _ => {
+                return Err(self.invalid(format!(
+                    "tensor view (offset {offset}, size {shape:?}, stride {stride:?}) reaches past storage {key} of {numel} elements"
+                )))
+            }
+        }
+        Ok(Node::TorchTensor(TorchTensorRef {
+            storage: key.clone(),
+            dtype: *dtype,
+            storage_numel: *numel,
+            offset,
+            shape,
+            stride,
+        }))
     }
 
     /// Copies a hook-provided value into the arena.
@@ -1285,6 +1465,7 @@ impl Reader<'_, '_> {
                     .collect(),
             ),
             Value::Array(a) => Node::Array(a),
+            Value::TorchTensor(t) => Node::TorchTensor(t),
         };
         self.nodes.push(n);
         self.nodes.len() - 1
@@ -1710,6 +1891,12 @@ impl Reader<'_, '_> {
                 };
                 Ok(Node::Dict(pairs))
             }
+            Global::TorchRebuildTensorV2 => self.torch_tensor(args),
+            Global::TorchRebuildParameter => match args.first().map(|&a| self.node(a)) {
+                Some(Ok(Node::TorchTensor(t))) => Ok(Node::TorchTensor(t.clone())),
+                _ => Err(self.invalid("_rebuild_parameter(tensor, requires_grad, hooks)")),
+            },
+            Global::TorchStorage(_) => Err(self.unsupported("constructing a torch storage")),
         }
     }
 
@@ -1778,6 +1965,9 @@ impl Reader<'_, '_> {
                 Ok(())
             }
             _ if matches!(self.node(state)?, Node::None) => Ok(()),
+            // An OrderedDict's instance attributes, e.g. the `_metadata` torch attaches to a
+            // state dict; the items are what matter.
+            Node::Dict(_) if matches!(self.node(state)?, Node::Dict(_)) => Ok(()),
             n => Err(self.unsupported(format!("BUILD (__setstate__) on a {}", n.kind()))),
         }
     }
@@ -1852,6 +2042,7 @@ impl Reader<'_, '_> {
                         Node::Str(s) => (Value::Str(s.clone()), s.len()),
                         Node::Bytes(b) => (Value::Bytes(b.clone()), b.len()),
                         Node::Array(a) => (Value::Array(a.clone()), a.data.len()),
+                        Node::TorchTensor(t) => (Value::TorchTensor(t.clone()), t.shape.len()),
                         Node::List(v) | Node::Tuple(v) | Node::Set(v) => {
                             let kids: Vec<usize> = v.iter().rev().copied().collect();
                             self.enter_container(i, kids.len(), &mut path, &mut work)?;
@@ -1865,7 +2056,10 @@ impl Reader<'_, '_> {
                             work.extend(kids.into_iter().map(|c| Work::Enter(c, depth + 1)));
                             continue;
                         }
-                        n @ (Node::Class(_) | Node::Dtype(_) | Node::PendingArray) => {
+                        n @ (Node::Class(_)
+                        | Node::Dtype(_)
+                        | Node::PendingArray
+                        | Node::TorchStorage { .. }) => {
                             return Err(self.unsupported(format!(
                                 "a bare {} cannot be returned as data",
                                 n.kind()
@@ -2102,7 +2296,9 @@ const BATCH: usize = 1000;
 
 fn write_value(w: &mut Vec<u8>, v: &Value) {
     match v {
-        Value::None => w.push(op::NONE),
+        // A torch view only means something inside its checkpoint archive; the writer serves
+        // annotation and score pickles, which never hold one.
+        Value::None | Value::TorchTensor(_) => w.push(op::NONE),
         Value::Bool(true) => w.push(op::NEWTRUE),
         Value::Bool(false) => w.push(op::NEWFALSE),
         Value::Int(i) => write_int(w, *i),

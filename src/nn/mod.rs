@@ -2,5 +2,6 @@
 //! the 3-D operations candle lacks, built from its own ops so autograd works, and
 //! PoseC3D's ResNet3dSlowOnly + I3DHead named by the checkpoint keys.
 
+pub mod checkpoint;
 pub mod ops3d;
 pub mod resnet3d;
