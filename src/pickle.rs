@@ -3190,6 +3190,7 @@ mod tests {
         };
         let opts = ReadOptions {
             persistent_load: Some(&hook),
+            ..Default::default()
         };
         assert_eq!(
             read_pickle_with(p, &opts).unwrap(),
