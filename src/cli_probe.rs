@@ -95,6 +95,34 @@ pub enum Probe {
         #[arg(long)]
         out: PathBuf,
     },
+    /// One forward pass of a model on a saved input: logits `[N, classes]` float32 (for
+    /// RGBPoseConv3D both heads, stacked `[2, N, classes]` as rgb, pose).
+    Infer {
+        /// One of: posec3d-joint36, posec3d-limb36, posec3d-ntu60, slowonly-r50-rgb,
+        /// rgbpose-conv3d, swin-t, swin-s, swin-b.
+        #[arg(long)]
+        arch: String,
+        /// `.pth` (pyskl / mmaction2), `.safetensors` or `.npz`.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// `[N, C, T, H, W]` float32 `.npy` (for RGBPoseConv3D the RGB clip).
+        #[arg(long)]
+        input: PathBuf,
+        /// RGBPoseConv3D's heatmap volume `[N, C, T, H, W]`.
+        #[arg(long)]
+        input_pose: Option<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+        /// `cpu`, `cuda` or `cuda:N`.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// `f32`, `bf16` or `f16`.
+        #[arg(long, default_value = "f32")]
+        dtype: String,
+        /// `false` loads what fits and reports the rest, like `strict=False`.
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        strict: bool,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -327,6 +355,94 @@ pub fn run(p: Probe) -> Result<()> {
             write_npy(&out, &[f.height as usize, f.width as usize], &d)?;
             println!("depth of frame {frame} -> {}", out.display());
         }
+        Probe::Infer {
+            arch,
+            checkpoint,
+            input,
+            input_pose,
+            out,
+            device,
+            dtype,
+            strict,
+        } => infer(
+            &arch,
+            &checkpoint,
+            &input,
+            input_pose.as_deref(),
+            &out,
+            &device,
+            &dtype,
+            strict,
+        )?,
     }
+    Ok(())
+}
+
+fn read_clip(path: &Path) -> Result<candle_core::Tensor> {
+    let (shape, data) = read_npy_as::<f32>(path)
+        .with_context(|| format!("reading the input {}", path.display()))?;
+    if shape.len() != 5 {
+        bail!(
+            "{}: shape {shape:?}; expected [N, C, T, H, W]",
+            path.display()
+        );
+    }
+    Ok(candle_core::Tensor::from_vec(
+        data,
+        shape,
+        &candle_core::Device::Cpu,
+    )?)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn infer(
+    arch: &str,
+    checkpoint: &Path,
+    input: &Path,
+    input_pose: Option<&Path>,
+    out: &Path,
+    device: &str,
+    dtype: &str,
+    strict: bool,
+) -> Result<()> {
+    use mgscope::nn::models::{self, Inputs, Model};
+    let a = models::arch(arch)
+        .with_context(|| format!("unknown --arch {arch:?}; known: {}", models::arch_names()))?;
+    let device = models::parse_device(device)?;
+    let dtype = models::parse_dtype(dtype)?;
+    let mut inputs = vec![read_clip(input)?];
+    match (a.inputs, input_pose) {
+        (Inputs::RgbPose, Some(p)) => inputs.push(read_clip(p)?),
+        (Inputs::RgbPose, None) => bail!("{arch} needs --input-pose (the heatmap volume)"),
+        (_, Some(_)) => bail!("{arch} takes one input; --input-pose is for rgbpose-conv3d"),
+        (_, None) => {}
+    }
+    let t0 = std::time::Instant::now();
+    let (model, report) = Model::load(arch, checkpoint, strict, dtype, &device)?;
+    if !report.is_clean() {
+        eprintln!("warning: {}: {report}", checkpoint.display());
+    }
+    let load_s = t0.elapsed().as_secs_f64();
+    let t1 = std::time::Instant::now();
+    let logits = model.forward(&inputs)?;
+    let fwd_s = t1.elapsed().as_secs_f64();
+    let stacked = if logits.len() == 1 {
+        logits[0].clone()
+    } else {
+        candle_core::Tensor::stack(&logits, 0)?
+    };
+    let shape = stacked.dims().to_vec();
+    let values = stacked.flatten_all()?.to_vec1::<f32>()?;
+    write_npy(out, &shape, &values)?;
+    println!(
+        "{arch}: {} classes, input {:?}{} -> logits {shape:?} in {}; load {load_s:.2} s, forward {fwd_s:.2} s",
+        model.num_classes,
+        inputs[0].dims(),
+        inputs
+            .get(1)
+            .map(|p| format!(" + pose {:?}", p.dims()))
+            .unwrap_or_default(),
+        out.display()
+    );
     Ok(())
 }

@@ -68,15 +68,7 @@ pub struct Summary {
     pub failed: Vec<(String, String)>,
 }
 
-/// FNV-1a of the clip id: a shard assignment that does not depend on list order.
-pub fn shard_of(clip_id: &str, n: u32) -> u32 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in clip_id.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    (h % u64::from(n.max(1))) as u32
-}
+pub use crate::util::shard_of;
 
 pub fn output_path(root: &Path, m: Modality, clip: &str, fmt: OutFormat) -> PathBuf {
     let ext = match (m, fmt) {

@@ -14,6 +14,7 @@ use mgscope::store::{Dataset, Event, ImportReport};
 use mgscope::util::default_author;
 
 mod cli_ensemble;
+mod cli_predict;
 #[cfg(feature = "video")]
 mod cli_probe;
 
@@ -156,6 +157,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run a checkpoint over a split with the reference test protocol; writes the pyskl /
+    /// mmaction2 score dump (.pkl) and its clip ids.
+    Predict(Box<cli_predict::PredictArgs>),
     /// Low-level checks on single files.
     #[cfg(feature = "video")]
     Probe {
@@ -181,7 +185,6 @@ fn parse_split(s: &str) -> Result<Split, String> {
     Split::parse(s).ok_or_else(|| format!("unknown split {s:?}: expected train, val, test or none"))
 }
 
-#[cfg(feature = "video")]
 fn parse_shard(s: &str) -> Result<(u32, u32), String> {
     let (i, n) = s
         .split_once('/')
@@ -436,6 +439,7 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Ensemble(args) => cli_ensemble::run(*args)?,
+        Command::Predict(args) => cli_predict::run(*args)?,
         #[cfg(feature = "video")]
         Command::Extract {
             dataset,

@@ -3,5 +3,7 @@
 //! PoseC3D's ResNet3dSlowOnly + I3DHead named by the checkpoint keys.
 
 pub mod checkpoint;
+pub mod models;
 pub mod ops3d;
+pub mod predict;
 pub mod resnet3d;

@@ -1,0 +1,236 @@
+//! The reference test protocols: the views a clip is cut into, one batched forward pass per
+//! group of views, softmax per view and the mean over views (mmaction2 `average_clips='prob'`,
+//! `mmaction/models/recognizers/base.py`; pyskl `pyskl/models/recognizers/*.py`).
+//!
+//! PoseC3D (pyskl `configs/posec3d/*/joint.py` test pipeline): UniformSampleFrames(48,
+//! num_clips=10, test seed 255) → PoseDecode → PoseCompact(hw_ratio 1, allow_imgpad) →
+//! Resize((64, 64)) → GeneratePoseTarget(σ 0.6, use_score, double) → 10 clips × 2 flips.
+//! `Views::Fast` is the validation protocol: one clip, no flip.
+
+use candle_core::{Device, Tensor, D};
+
+use super::models::{Inputs, Model, ModelError};
+use crate::dataset::Keypoints;
+use crate::modality::heatmap::{
+    generate_pose_target, HeatmapKind, HeatmapParams, PoseArrays, Skeleton,
+};
+use crate::modality::pose_pipeline::{PoseCompact, PoseSample, Resize, UniformSampleFrames};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Views {
+    /// The reference test protocol (PoseC3D 10 clips × 2 flips, RGBPose 10 clips, Swin
+    /// 4 clips × 3 crops).
+    Reference,
+    /// One view per clip (the validation protocol): ~10–20× faster.
+    Fast,
+}
+
+impl Views {
+    pub fn parse(s: &str) -> Option<Views> {
+        match s {
+            "reference" => Some(Views::Reference),
+            "fast" => Some(Views::Fast),
+            _ => None,
+        }
+    }
+}
+
+/// pyskl's PoseC3D heatmap settings for the iMiGUE configs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoseViewConfig {
+    pub clip_len: usize,
+    pub num_clips: usize,
+    pub double: bool,
+    pub size: usize,
+    pub sigma: f64,
+    pub kind: HeatmapKind,
+}
+
+impl PoseViewConfig {
+    pub fn posec3d(kind: HeatmapKind, views: Views) -> Self {
+        let reference = views == Views::Reference;
+        PoseViewConfig {
+            clip_len: 48,
+            num_clips: if reference { 10 } else { 1 },
+            double: reference,
+            size: 64,
+            sigma: 0.6,
+            kind,
+        }
+    }
+
+    pub fn view_count(&self) -> usize {
+        self.num_clips * if self.double { 2 } else { 1 }
+    }
+}
+
+/// A sample's keypoints after sampling, compaction and resizing: heatmap views are drawn
+/// from it one clip at a time so that 20 views of 36×48×64² never sit in memory together.
+pub struct PoseViews {
+    sample: PoseSample,
+    cfg: PoseViewConfig,
+    skeleton: Skeleton,
+    /// Channels per view.
+    pub channels: usize,
+}
+
+impl PoseViews {
+    /// `img_hw` is the frame size the keypoints are measured in.
+    pub fn new(
+        kp: &Keypoints,
+        img_hw: (usize, usize),
+        skeleton: &Skeleton,
+        cfg: PoseViewConfig,
+    ) -> Result<PoseViews, ModelError> {
+        let bad = |e: crate::modality::error::ModalityError| ModelError::Input(e.to_string());
+        if kp.frames == 0 {
+            return Err(ModelError::Input("the clip has no keypoint frames".into()));
+        }
+        let (xy, sc) = kp.to_pyskl();
+        let full = PoseSample::new(&xy, Some(&sc), [kp.persons, kp.frames, kp.joints], img_hw)
+            .map_err(bad)?;
+        let inds = UniformSampleFrames::new(cfg.clip_len, cfg.num_clips)
+            .test_indices(kp.frames, 0)
+            .map_err(bad)?;
+        let mut sample = full.decode(&inds).map_err(bad)?;
+        sample.pose_compact(&PoseCompact::default()).map_err(bad)?;
+        sample
+            .resize(&Resize::exact(cfg.size, cfg.size))
+            .map_err(bad)?;
+        let channels = match cfg.kind {
+            HeatmapKind::Joint => kp.joints,
+            HeatmapKind::Limb => skeleton.limbs.len(),
+        };
+        Ok(PoseViews {
+            sample,
+            cfg,
+            skeleton: skeleton.clone(),
+            channels,
+        })
+    }
+
+    pub fn view_count(&self) -> usize {
+        self.cfg.view_count()
+    }
+
+    /// The views of clip `c`: `[1 or 2, C, T, H, W]` (original, then flipped).
+    pub fn clip(&self, c: usize) -> Result<Tensor, ModelError> {
+        let s = &self.sample;
+        let (m, v, l) = (s.num_persons, s.num_keypoints, self.cfg.clip_len);
+        let kp_all = s.keypoints_f32();
+        let mut kp = Vec::with_capacity(m * l * v * 2);
+        let mut sc = Vec::with_capacity(m * l * v);
+        for p in 0..m {
+            let base = (p * s.num_frames + c * l) * v;
+            kp.extend_from_slice(&kp_all[2 * base..2 * (base + l * v)]);
+            if let Some(scores) = &s.scores {
+                sc.extend_from_slice(&scores[base..base + l * v]);
+            }
+        }
+        let params = HeatmapParams {
+            double: self.cfg.double,
+            ..match self.cfg.kind {
+                HeatmapKind::Joint => HeatmapParams::joint(self.cfg.sigma),
+                HeatmapKind::Limb => HeatmapParams::limb(self.cfg.sigma),
+            }
+        };
+        let arrays = PoseArrays {
+            keypoints: &kp,
+            scores: s.scores.as_ref().map(|_| sc.as_slice()),
+            num_persons: m,
+            num_frames: l,
+            num_keypoints: v,
+        };
+        let (h, w) = s.img_shape;
+        let hm = generate_pose_target(arrays, h, w, &self.skeleton, &params)
+            .map_err(|e| ModelError::Input(e.to_string()))?;
+        let [frames, ch, hh, ww] = hm.shape;
+        let copies = frames / l;
+        // [copies·T, C, H, W] → [copies, C, T, H, W] (FormatShape 'NCTHW_Heatmap')
+        let t = Tensor::from_vec(hm.data, (copies, l, ch, hh, ww), &Device::Cpu)?
+            .permute((0, 2, 1, 3, 4))?
+            .contiguous()?;
+        Ok(t)
+    }
+}
+
+/// Softmax per view, summed; divide by the view count at the end.
+#[derive(Debug, Clone)]
+pub struct ProbMean {
+    sums: Vec<Vec<f64>>,
+    views: usize,
+}
+
+impl ProbMean {
+    pub fn new(heads: usize, classes: usize) -> Self {
+        ProbMean {
+            sums: vec![vec![0.0; classes]; heads],
+            views: 0,
+        }
+    }
+
+    /// `logits[h]` is `[B, classes]` for head h.
+    pub fn add(&mut self, logits: &[Tensor]) -> Result<(), ModelError> {
+        let mut batch = 0;
+        for (h, l) in logits.iter().enumerate() {
+            let p = candle_nn::ops::softmax(&l.to_dtype(candle_core::DType::F32)?, D::Minus1)?;
+            let rows = p.to_vec2::<f32>()?;
+            batch = rows.len();
+            for r in rows {
+                for (s, x) in self.sums[h].iter_mut().zip(r) {
+                    *s += f64::from(x);
+                }
+            }
+        }
+        self.views += batch;
+        Ok(())
+    }
+
+    pub fn views(&self) -> usize {
+        self.views
+    }
+
+    /// Mean probabilities per head.
+    pub fn finish(&self) -> Vec<Vec<f32>> {
+        let n = self.views.max(1) as f64;
+        self.sums
+            .iter()
+            .map(|s| s.iter().map(|x| (x / n) as f32).collect())
+            .collect()
+    }
+}
+
+/// Runs a heatmap model (PoseC3D) over all views of one clip, `batch` views per forward pass.
+pub fn predict_pose_clip(
+    model: &Model,
+    views: &PoseViews,
+    batch: usize,
+) -> Result<Vec<Vec<f32>>, ModelError> {
+    if model.arch.inputs != Inputs::Heatmaps {
+        return Err(ModelError::Input(format!(
+            "{} does not take heatmap volumes",
+            model.arch.name
+        )));
+    }
+    let mut acc = ProbMean::new(model.arch.heads.len(), model.num_classes);
+    let mut pending: Vec<Tensor> = Vec::new();
+    let mut flush = |pending: &mut Vec<Tensor>| -> Result<(), ModelError> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let x = Tensor::cat(pending, 0)?;
+        pending.clear();
+        acc.add(&model.forward(&[x])?)
+    };
+    for c in 0..views.cfg.num_clips {
+        let t = views.clip(c)?;
+        for i in 0..t.dim(0)? {
+            pending.push(t.narrow(0, i, 1)?);
+            if pending.len() >= batch.max(1) {
+                flush(&mut pending)?;
+            }
+        }
+    }
+    flush(&mut pending)?;
+    Ok(acc.finish())
+}
