@@ -66,6 +66,16 @@ pub fn natural_key(s: &str) -> Vec<(u8, u64, String)> {
     out
 }
 
+/// FNV-1a of the clip id: a shard assignment that does not depend on list order.
+pub fn shard_of(clip_id: &str, n: u32) -> u32 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in clip_id.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % u64::from(n.max(1))) as u32
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,14 +93,4 @@ mod tests {
         v.sort_by_key(|s| natural_key(s));
         assert_eq!(v, ["e1.json", "f9.json", "f10.json", "f100.json"]);
     }
-}
-
-/// FNV-1a of the clip id: a shard assignment that does not depend on list order.
-pub fn shard_of(clip_id: &str, n: u32) -> u32 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in clip_id.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    (h % u64::from(n.max(1))) as u32
 }
