@@ -498,8 +498,10 @@ impl PoseSample {
     /// `PoseCompact`: one box over all persons and frames (coordinates equal to 0 are missing),
     /// grown by `padding`, optionally pushed to an aspect-ratio range, truncated to ints; shifts
     /// the present keypoints into it and makes it the new image. Below `threshold` on either
-    /// side nothing changes.
-    pub fn pose_compact(&mut self, cfg: &PoseCompact) -> Result<()> {
+    /// side nothing changes. Returns the box `[x0, y0, x1, y1)` in the old image (it may
+    /// reach outside it with `allow_imgpad`), or `None` when nothing changed, so that
+    /// `MMCompact` can cut the images to the same box.
+    pub fn pose_compact(&mut self, cfg: &PoseCompact) -> Result<Option<[i64; 4]>> {
         if cfg.padding < 0.0 {
             return Err(ModalityError::param(
                 "padding",
@@ -531,7 +533,7 @@ impl PoseSample {
         let (span_x, span_y) = (self.r(max_x - min_x), self.r(max_y - min_y));
         let thr = cfg.threshold as f64;
         if span_x < thr || span_y < thr || span_x.is_nan() || span_y.is_nan() {
-            return Ok(());
+            return Ok(None);
         }
         // NumPy 2 keeps float32 scalars float32 (Python floats are weak); NumPy 1 promoted
         // `np.float32 / 2` and friends to float64.
@@ -584,7 +586,7 @@ impl PoseSample {
             }
         }
         self.img_shape = (nh as usize, nw as usize);
-        Ok(())
+        Ok(Some([x0, y0, x1, y1]))
     }
 
     /// `Resize`: new size from mmcv's `rescale_size` (or the exact size), keypoints times

@@ -7,3 +7,4 @@ pub mod models;
 pub mod ops3d;
 pub mod predict;
 pub mod resnet3d;
+pub mod video_views;
