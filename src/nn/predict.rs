@@ -7,9 +7,15 @@
 //! Resize((64, 64)) → GeneratePoseTarget(σ 0.6, use_score, double) → 10 clips × 2 flips.
 //! `Views::Fast` is the validation protocol: one clip, no flip.
 
+use std::collections::HashMap;
+
 use candle_core::{Device, Tensor, D};
 
 use super::models::{Inputs, Model, ModelError};
+use super::video_views::{
+    center_crop_box, crop_padded, normalize_clip, resize_bilinear, sample_frames_test,
+    short_side_size, three_crop_boxes, Rgb, IMAGENET_MEAN, IMAGENET_STD, IMIGUE_MEAN, IMIGUE_STD,
+};
 use crate::dataset::Keypoints;
 use crate::modality::heatmap::{
     generate_pose_target, HeatmapKind, HeatmapParams, PoseArrays, Skeleton,
@@ -233,4 +239,253 @@ pub fn predict_pose_clip(
     }
     flush(&mut pending)?;
     Ok(acc.finish())
+}
+
+/// Gives frame `i` of the clip (0 = the clip's first frame) as 8-bit RGB.
+pub type FrameSource<'a> = dyn FnMut(usize) -> Result<Rgb, ModelError> + 'a;
+
+/// Video Swin views (MM-Gesture's Swin configs).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SwinViewConfig {
+    pub clip_len: usize,
+    pub interval: usize,
+    pub num_clips: usize,
+    /// Short side after `Resize((-1, short))`.
+    pub short: usize,
+    pub crop: usize,
+    /// ThreeCrop (test) or CenterCrop (validation).
+    pub three_crop: bool,
+}
+
+impl SwinViewConfig {
+    pub fn swin(views: Views) -> Self {
+        match views {
+            Views::Reference => SwinViewConfig {
+                clip_len: 32,
+                interval: 2,
+                num_clips: 4,
+                short: 224,
+                crop: 224,
+                three_crop: true,
+            },
+            Views::Fast => SwinViewConfig {
+                clip_len: 32,
+                interval: 2,
+                num_clips: 1,
+                short: 256,
+                crop: 224,
+                three_crop: false,
+            },
+        }
+    }
+}
+
+/// Decodes each sampled index once, through `prep` (resize / compact), in sampling order.
+fn sampled_frames(
+    inds: &[usize],
+    frame: &mut FrameSource<'_>,
+    prep: &dyn Fn(&Rgb) -> Rgb,
+) -> Result<Vec<Rgb>, ModelError> {
+    let mut cache: HashMap<usize, Rgb> = HashMap::new();
+    let mut out = Vec::with_capacity(inds.len());
+    for &i in inds {
+        if !cache.contains_key(&i) {
+            let f = frame(i)?;
+            cache.insert(i, prep(&f));
+        }
+        out.push(cache[&i].clone());
+    }
+    Ok(out)
+}
+
+/// Runs a video model (Swin or RGB SlowOnly on one input) over views given as `[3, T, H, W]`
+/// tensors, `batch` per forward pass.
+fn run_views(model: &Model, views: Vec<Tensor>, batch: usize) -> Result<Vec<Vec<f32>>, ModelError> {
+    let mut acc = ProbMean::new(model.arch.heads.len(), model.num_classes);
+    for chunk in views.chunks(batch.max(1)) {
+        let x = Tensor::stack(chunk, 0)?;
+        acc.add(&model.forward(&[x])?)?;
+    }
+    Ok(acc.finish())
+}
+
+/// A Swin clip: `n` frames read through `frame`.
+pub fn predict_swin_clip(
+    model: &Model,
+    n: usize,
+    frame: &mut FrameSource<'_>,
+    cfg: &SwinViewConfig,
+    batch: usize,
+) -> Result<Vec<Vec<f32>>, ModelError> {
+    if model.arch.inputs != Inputs::Video {
+        return Err(ModelError::Input(format!(
+            "{} does not take a video clip",
+            model.arch.name
+        )));
+    }
+    let inds = sample_frames_test(n, cfg.clip_len, cfg.interval, cfg.num_clips);
+    if inds.is_empty() {
+        return Err(ModelError::Input("the clip has no frames".into()));
+    }
+    let short = cfg.short;
+    let resize = move |f: &Rgb| {
+        let (w, h) = short_side_size(f.width, f.height, short);
+        resize_bilinear(f, w, h)
+    };
+    let frames = sampled_frames(&inds, frame, &resize)?;
+    let (w, h) = (frames[0].width, frames[0].height);
+    let boxes: Vec<[i64; 4]> = if cfg.three_crop {
+        three_crop_boxes(w, h, cfg.crop).to_vec()
+    } else {
+        vec![center_crop_box(w, h, cfg.crop)]
+    };
+    let mut views = Vec::new();
+    for clip in frames.chunks(cfg.clip_len) {
+        for b in &boxes {
+            let cropped: Vec<Rgb> = clip.iter().map(|f| crop_padded(f, *b)).collect();
+            views.push(normalize_clip(&cropped, IMAGENET_MEAN, IMAGENET_STD)?);
+        }
+    }
+    run_views(model, views, batch)
+}
+
+/// RGB SlowOnly (`rgb_only.py`) and RGBPoseConv3D views.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RgbPoseViewConfig {
+    pub rgb_len: usize,
+    pub pose_len: usize,
+    pub num_clips: usize,
+    /// Square size after MMCompact + Resize: 224 for `rgb_only` test, 256 for RGBPose.
+    pub size: usize,
+    /// Heatmaps: σ 0.7 on a canvas `size × 0.25`.
+    pub sigma: f64,
+    pub scaling: f64,
+}
+
+impl RgbPoseViewConfig {
+    pub fn rgb_only(views: Views) -> Self {
+        RgbPoseViewConfig {
+            rgb_len: 8,
+            pose_len: 0,
+            num_clips: if views == Views::Reference { 10 } else { 1 },
+            size: 224,
+            sigma: 0.7,
+            scaling: 0.25,
+        }
+    }
+
+    pub fn rgbpose(views: Views) -> Self {
+        RgbPoseViewConfig {
+            pose_len: 32,
+            size: 256,
+            ..Self::rgb_only(views)
+        }
+    }
+}
+
+/// RGB SlowOnly or RGBPoseConv3D on one clip: MMUniformSampleFrames per modality, one
+/// MMCompact box from the keypoints (the sampled pose frames for RGBPose, all frames for
+/// `rgb_only`, as pyskl's MMDecode leaves them), both resized to a square.
+pub fn predict_rgb_clip(
+    model: &Model,
+    kp: &Keypoints,
+    img_hw: (usize, usize),
+    frame: &mut FrameSource<'_>,
+    skeleton: &Skeleton,
+    cfg: &RgbPoseViewConfig,
+    batch: usize,
+) -> Result<Vec<Vec<f32>>, ModelError> {
+    let bad = |e: crate::modality::error::ModalityError| ModelError::Input(e.to_string());
+    let n = kp.frames;
+    if n == 0 {
+        return Err(ModelError::Input("the clip has no frames".into()));
+    }
+    let rgb_pose = model.arch.inputs == Inputs::RgbPose;
+    let rgb_inds: Vec<usize> = UniformSampleFrames::new(cfg.rgb_len, cfg.num_clips)
+        .test_indices(n, 0)
+        .map_err(bad)?
+        .into_iter()
+        .map(|i| i as usize)
+        .collect();
+    let (xy, sc) = kp.to_pyskl();
+    let full =
+        PoseSample::new(&xy, Some(&sc), [kp.persons, kp.frames, kp.joints], img_hw).map_err(bad)?;
+    let mut pose = if rgb_pose {
+        let inds = UniformSampleFrames::new(cfg.pose_len, cfg.num_clips)
+            .test_indices(n, 0)
+            .map_err(bad)?;
+        full.decode(&inds).map_err(bad)?
+    } else {
+        full
+    };
+    let bx = pose
+        .pose_compact(&PoseCompact::default())
+        .map_err(bad)?
+        .unwrap_or([0, 0, img_hw.1 as i64, img_hw.0 as i64]);
+    pose.resize(&Resize::exact(cfg.size, cfg.size))
+        .map_err(bad)?;
+    let size = cfg.size;
+    let prep = move |f: &Rgb| resize_bilinear(&crop_padded(f, bx), size, size);
+    let frames = sampled_frames(&rgb_inds, frame, &prep)?;
+    let rgb_views: Vec<Tensor> = frames
+        .chunks(cfg.rgb_len)
+        .map(|c| normalize_clip(c, IMIGUE_MEAN, IMIGUE_STD))
+        .collect::<candle_core::Result<_>>()?;
+    if !rgb_pose {
+        return run_views(model, rgb_views, batch);
+    }
+    let params = HeatmapParams {
+        scaling: cfg.scaling,
+        ..HeatmapParams::joint(cfg.sigma)
+    };
+    let (m, v, l) = (pose.num_persons, pose.num_keypoints, cfg.pose_len);
+    let kp_all = pose.keypoints_f32();
+    let (h, w) = pose.img_shape;
+    let mut acc = ProbMean::new(model.arch.heads.len(), model.num_classes);
+    let mut pending: Vec<(Tensor, Tensor)> = Vec::new();
+    for (c, rgb) in rgb_views.into_iter().enumerate() {
+        let mut k = Vec::with_capacity(m * l * v * 2);
+        let mut s = Vec::with_capacity(m * l * v);
+        for p in 0..m {
+            let base = (p * pose.num_frames + c * l) * v;
+            k.extend_from_slice(&kp_all[2 * base..2 * (base + l * v)]);
+            if let Some(scores) = &pose.scores {
+                s.extend_from_slice(&scores[base..base + l * v]);
+            }
+        }
+        let arrays = PoseArrays {
+            keypoints: &k,
+            scores: pose.scores.as_ref().map(|_| s.as_slice()),
+            num_persons: m,
+            num_frames: l,
+            num_keypoints: v,
+        };
+        let hm = generate_pose_target(arrays, h, w, skeleton, &params)
+            .map_err(|e| ModelError::Input(e.to_string()))?;
+        let [t, ch, hh, ww] = hm.shape;
+        let pose_t = Tensor::from_vec(hm.data, (t, ch, hh, ww), &Device::Cpu)?
+            .permute((1, 0, 2, 3))?
+            .contiguous()?;
+        pending.push((rgb, pose_t));
+        if pending.len() >= batch.max(1) {
+            flush_pairs(model, &mut pending, &mut acc)?;
+        }
+    }
+    flush_pairs(model, &mut pending, &mut acc)?;
+    Ok(acc.finish())
+}
+
+fn flush_pairs(
+    model: &Model,
+    pending: &mut Vec<(Tensor, Tensor)>,
+    acc: &mut ProbMean,
+) -> Result<(), ModelError> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let rgb: Vec<Tensor> = pending.iter().map(|p| p.0.clone()).collect();
+    let pose: Vec<Tensor> = pending.iter().map(|p| p.1.clone()).collect();
+    pending.clear();
+    let out = model.forward(&[Tensor::stack(&rgb, 0)?, Tensor::stack(&pose, 0)?])?;
+    acc.add(&out)
 }
