@@ -289,9 +289,8 @@ fn sampled_frames(
     let mut cache: HashMap<usize, Rgb> = HashMap::new();
     let mut out = Vec::with_capacity(inds.len());
     for &i in inds {
-        if !cache.contains_key(&i) {
-            let f = frame(i)?;
-            cache.insert(i, prep(&f));
+        if let std::collections::hash_map::Entry::Vacant(e) = cache.entry(i) {
+            e.insert(prep(&frame(i)?));
         }
         out.push(cache[&i].clone());
     }
