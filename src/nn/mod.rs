@@ -7,4 +7,6 @@ pub mod models;
 pub mod ops3d;
 pub mod predict;
 pub mod resnet3d;
+pub mod rgbpose;
+pub mod swin3d;
 pub mod video_views;

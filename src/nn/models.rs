@@ -8,6 +8,7 @@ use candle_nn::{Module, VarBuilder};
 
 use super::checkpoint::{build_model, CheckpointError, LoadReport, StateDict};
 use super::resnet3d::{self, PoseC3D};
+use super::swin3d::{self, VideoSwin};
 
 /// What a model takes: one clip tensor, or RGB + pose for RGBPoseConv3D.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +50,24 @@ pub const ARCHES: &[Arch] = &[
         inputs: Inputs::Heatmaps,
         heads: &["cls"],
     },
+    Arch {
+        name: "swin-t",
+        about: "Video Swin-T (patch 2×4×4, window 8×7×7), mmaction2 / official keys",
+        inputs: Inputs::Video,
+        heads: &["cls"],
+    },
+    Arch {
+        name: "swin-s",
+        about: "Video Swin-S (depths 2,2,18,2)",
+        inputs: Inputs::Video,
+        heads: &["cls"],
+    },
+    Arch {
+        name: "swin-b",
+        about: "Video Swin-B (C 128, depths 2,2,18,2)",
+        inputs: Inputs::Video,
+        heads: &["cls"],
+    },
 ];
 
 pub fn arch(name: &str) -> Option<&'static Arch> {
@@ -69,6 +88,7 @@ fn class_key(a: &Arch) -> &'static str {
 
 enum Net {
     PoseC3D(PoseC3D),
+    Swin(VideoSwin),
 }
 
 /// A built network with its checkpoint's class count.
@@ -124,8 +144,22 @@ impl Model {
                 path: sd.source.display().to_string(),
                 key,
             })?;
+        // The official Video-Swin checkpoints name the final norm `backbone.norm`;
+        // mmaction2 1.x calls it `backbone.norm3`.
+        let renamed;
+        let sd = if a.name.starts_with("swin")
+            && sd.tensors.contains_key("backbone.norm.weight")
+            && !sd.tensors.contains_key("backbone.norm3.weight")
+        {
+            let mut c = sd.clone();
+            c.rename_prefix("backbone.norm.", "backbone.norm3.");
+            renamed = c;
+            &renamed
+        } else {
+            sd
+        };
         let (net, report) = build_model(sd, strict, dtype, device, |vb| {
-            Self::build(a, num_classes, vb)
+            Self::build_from(a, num_classes, sd, vb)
         })?;
         Ok((
             Model {
@@ -159,6 +193,20 @@ impl Model {
         })
     }
 
+    /// Sizes from the checkpoint where the family allows it.
+    fn build_from(
+        a: &Arch,
+        num_classes: usize,
+        sd: &StateDict,
+        vb: VarBuilder,
+    ) -> candle_core::Result<Net> {
+        if a.name.starts_with("swin") {
+            let cfg = swin_config_from(sd, swin_preset(a.name), num_classes)?;
+            return Ok(Net::Swin(VideoSwin::new(&cfg, vb)?));
+        }
+        Self::build(a, num_classes, vb)
+    }
+
     fn build(a: &Arch, num_classes: usize, vb: VarBuilder) -> candle_core::Result<Net> {
         let posec3d = |cfg: resnet3d::Config| -> candle_core::Result<Net> {
             let cfg = resnet3d::Config { num_classes, ..cfg };
@@ -167,6 +215,13 @@ impl Model {
         match a.name {
             "posec3d-joint36" | "posec3d-limb36" => posec3d(resnet3d::Config::posec3d_imigue36()),
             "posec3d-ntu60" => posec3d(resnet3d::Config::posec3d_ntu60()),
+            "swin-t" | "swin-s" | "swin-b" => {
+                let cfg = swin3d::Config {
+                    num_classes,
+                    ..swin_preset(a.name)
+                };
+                Ok(Net::Swin(VideoSwin::new(&cfg, vb)?))
+            }
             other => candle_core::bail!("architecture {other} has no builder"),
         }
     }
@@ -196,6 +251,7 @@ impl Model {
         let x = inputs[0].to_device(&self.device)?.to_dtype(self.dtype)?;
         let out = match &self.net {
             Net::PoseC3D(m) => vec![m.forward(&x)?],
+            Net::Swin(m) => vec![m.forward(&x)?],
         };
         Ok(out
             .into_iter()
@@ -240,5 +296,140 @@ pub fn parse_dtype(s: &str) -> Result<DType, ModelError> {
         other => Err(ModelError::Input(format!(
             "dtype {other:?}: expected f32, bf16 or f16"
         ))),
+    }
+}
+
+fn swin_preset(name: &str) -> swin3d::Config {
+    match name {
+        "swin-s" => swin3d::Config::swin_s(),
+        "swin-b" => swin3d::Config::swin_b(),
+        _ => swin3d::Config::swin_t(),
+    }
+}
+
+/// Counts `prefix{i}{suffix}` keys for i = 0, 1, … until one is missing.
+fn count_indexed(sd: &StateDict, prefix: &str, suffix: &str) -> usize {
+    (0..)
+        .take_while(|i| sd.tensors.contains_key(&format!("{prefix}{i}{suffix}")))
+        .count()
+}
+
+fn need<'a>(sd: &'a StateDict, key: &str) -> candle_core::Result<&'a [usize]> {
+    sd.dims(key).ok_or_else(|| {
+        candle_core::Error::Msg(format!(
+            "{}: no {key}, so the architecture's size cannot be read from it",
+            sd.source.display()
+        ))
+    })
+}
+
+/// A Swin config whose widths, depths, heads, patch and window come from the checkpoint
+/// (so reduced or custom variants load under their family's name); drop-path from `preset`.
+pub fn swin_config_from(
+    sd: &StateDict,
+    preset: swin3d::Config,
+    num_classes: usize,
+) -> candle_core::Result<swin3d::Config> {
+    let pe = need(sd, "backbone.patch_embed.proj.weight")?;
+    let [embed_dim, in_channels, pt, ph, pw] = pe else {
+        candle_core::bail!("backbone.patch_embed.proj.weight has shape {pe:?}; expected 5-D");
+    };
+    let stages = count_indexed(sd, "backbone.layers.", ".blocks.0.norm1.weight");
+    if stages == 0 {
+        candle_core::bail!(
+            "{}: no backbone.layers.0.blocks.0 keys",
+            sd.source.display()
+        );
+    }
+    let mut depths = Vec::new();
+    let mut heads = Vec::new();
+    for i in 0..stages {
+        depths.push(count_indexed(
+            sd,
+            &format!("backbone.layers.{i}.blocks."),
+            ".norm1.weight",
+        ));
+        let t = need(
+            sd,
+            &format!("backbone.layers.{i}.blocks.0.attn.relative_position_bias_table"),
+        )?;
+        heads.push(t.get(1).copied().unwrap_or(1));
+    }
+    let table = need(
+        sd,
+        "backbone.layers.0.blocks.0.attn.relative_position_bias_table",
+    )?[0];
+    let index_n = sd
+        .dims("backbone.layers.0.blocks.0.attn.relative_position_index")
+        .and_then(|d| d.first().copied());
+    let window = infer_window(sd, preset.window_size, table, index_n)?;
+    let fc1 = need(sd, "backbone.layers.0.blocks.0.mlp.fc1.weight")?[0];
+    Ok(swin3d::Config {
+        patch_size: (*pt, *ph, *pw),
+        in_channels: *in_channels,
+        embed_dim: *embed_dim,
+        depths,
+        num_heads: heads,
+        window_size: window,
+        mlp_ratio: fc1 as f64 / *embed_dim as f64,
+        qkv_bias: sd
+            .tensors
+            .contains_key("backbone.layers.0.blocks.0.attn.qkv.bias"),
+        patch_norm: sd.tensors.contains_key("backbone.patch_embed.norm.weight"),
+        num_classes,
+        ..preset
+    })
+}
+
+/// The attention window: the preset's when its bias-table size fits, else the one window
+/// whose table size (and, when the checkpoint keeps it, relative-position index) matches.
+fn infer_window(
+    sd: &StateDict,
+    preset: (usize, usize, usize),
+    table: usize,
+    index_n: Option<usize>,
+) -> candle_core::Result<(usize, usize, usize)> {
+    let size = |w: (usize, usize, usize)| (2 * w.0 - 1) * (2 * w.1 - 1) * (2 * w.2 - 1);
+    let fits =
+        |w: (usize, usize, usize)| size(w) == table && index_n.is_none_or(|n| n == w.0 * w.1 * w.2);
+    if fits(preset) {
+        return Ok(preset);
+    }
+    let stored: Option<Vec<i64>> = sd
+        .tensors
+        .get("backbone.layers.0.blocks.0.attn.relative_position_index")
+        .and_then(|t| t.flatten_all().ok())
+        .and_then(|t| t.to_dtype(DType::I64).ok())
+        .and_then(|t| t.to_vec1::<i64>().ok());
+    let mut found = Vec::new();
+    for d in 1..=32 {
+        for h in 1..=32 {
+            for w in 1..=32 {
+                let win = (d, h, w);
+                if !fits(win) {
+                    continue;
+                }
+                if let Some(s) = &stored {
+                    let mine = swin3d::relative_position_index(win);
+                    if mine.len() != s.len() || mine.iter().zip(s).any(|(a, b)| i64::from(*a) != *b)
+                    {
+                        continue;
+                    }
+                }
+                found.push(win);
+            }
+        }
+    }
+    match found.as_slice() {
+        [w] => Ok(*w),
+        [] => candle_core::bail!(
+            "{}: no attention window fits a relative-position table of {table} rows",
+            sd.source.display()
+        ),
+        many => candle_core::bail!(
+            "{}: the relative-position table ({table} rows) fits several windows {many:?}; \
+             the checkpoint has no relative_position_index to decide",
+            sd.source.display()
+        ),
     }
 }

@@ -4,6 +4,9 @@
 //!
 //! conv3d: for each temporal tap k the frames `t·st + k·dt` (after zero padding in time) go
 //! through a batched conv2d with the kernel's k-th slice, and the taps are summed.
+//!
+//! conv_transpose3d_temporal: `nn.ConvTranspose3d` with a `kT×1×1` kernel (RGBPoseConv3D's
+//! rgb→pose lateral), as one channel matmul for all taps followed by a strided shift-and-add.
 
 use candle_core::{Result, Tensor, D};
 
@@ -151,6 +154,111 @@ fn take_dim(x: &Tensor, dim: usize, start: usize, step: usize, n: usize) -> Resu
 /// `nn.AdaptiveAvgPool3d(1)` followed by flattening: `[N, C, T, H, W] → [N, C]` (I3DHead).
 pub fn global_avg_pool3d(x: &Tensor) -> Result<Tensor> {
     x.flatten_from(2)?.mean(D::Minus1)
+}
+
+/// Temporal hyper-parameters of a `kT×1×1` transposed convolution (`nn.ConvTranspose3d` with
+/// spatial kernel 1, stride 1, padding 0, dilation 1, groups 1, bias=False).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvTranspose3dConfig {
+    pub stride: usize,
+    pub padding: usize,
+    pub output_padding: usize,
+}
+
+impl ConvTranspose3dConfig {
+    /// The output length PyTorch gives for input length `t` (before `output_size` is applied).
+    pub fn out_len(&self, t: usize, kt: usize) -> Result<usize> {
+        let full = (t.max(1) - 1) * self.stride + kt + self.output_padding;
+        if t == 0 || full <= 2 * self.padding {
+            candle_core::bail!("conv_transpose3d: empty output for length {t}, {self:?}");
+        }
+        Ok(full - 2 * self.padding)
+    }
+
+    /// The `output_padding` PyTorch derives from `output_size` (`_ConvTransposeNd._output_padding`):
+    /// the target must lie in `[min, min + stride)` where `min` is the length with no output
+    /// padding. `DeConvModule` asks for `stride · t`.
+    pub fn output_padding_for(
+        t: usize,
+        kt: usize,
+        stride: usize,
+        padding: usize,
+        target: usize,
+    ) -> Result<usize> {
+        let min = ConvTranspose3dConfig {
+            stride,
+            padding,
+            output_padding: 0,
+        }
+        .out_len(t, kt)?;
+        if target < min || target >= min + stride {
+            candle_core::bail!(
+                "conv_transpose3d: requested length {target} is outside [{min}, {})",
+                min + stride
+            );
+        }
+        Ok(target - min)
+    }
+}
+
+/// `nn.ConvTranspose3d(bias=False)` forward for kernels that are 1×1 in space:
+/// x `[N, Cin, T, H, W]`, weight `[Cin, Cout, kT, 1, 1]` (PyTorch's transposed layout).
+/// Output `[N, Cout, T', H, W]` with `T' = (T−1)·stride − 2·padding + kT + output_padding`.
+///
+/// Definition: `y[t·s + k − p] += Σ_i x[i, t] · w[i, o, k]`. All taps are computed by one matmul
+/// over channels (no zero-inserted input, so no wasted multiplies); each tap's frames are then
+/// spread `s` apart and shifted by `k`, summed, and the window `[p, p + T')` is kept. Only
+/// candle ops are used, so autograd flows to `x` and `w`.
+pub fn conv_transpose3d_temporal(
+    x: &Tensor,
+    weight: &Tensor,
+    cfg: &ConvTranspose3dConfig,
+) -> Result<Tensor> {
+    let (n, cin, t, h, w) = x.dims5()?;
+    let (wc, cout, kt, kh, kw) = weight.dims5()?;
+    if wc != cin {
+        candle_core::bail!("conv_transpose3d: input has {cin} channels, weight expects {wc}");
+    }
+    if kh != 1 || kw != 1 {
+        candle_core::bail!(
+            "conv_transpose3d: only 1×1 spatial kernels are supported, got {kh}×{kw}"
+        );
+    }
+    let s = cfg.stride;
+    if s == 0 || cfg.output_padding >= s {
+        // PyTorch's own constraint: output_padding must be smaller than the stride.
+        candle_core::bail!("conv_transpose3d: need output_padding < stride, got {cfg:?}");
+    }
+    let t_out = cfg.out_len(t, kt)?;
+    // [Cin, Cout·kT]ᵀ · [N, Cin, T·H·W] → [N, Cout·kT, T·H·W]; row index o·kT + k.
+    let wm = weight.reshape((cin, cout * kt))?.t()?.contiguous()?;
+    let xm = x.reshape((n, cin, t * h * w))?;
+    let z = wm.broadcast_left(n)?.matmul(&xm.contiguous()?)?;
+    let z = z.reshape((n, cout, kt, t, h, w))?;
+    // Frames spread `s` apart: z_k at t·s, zeros between → length (T−1)·s + 1.
+    let spread_len = (t - 1) * s + 1;
+    // Uncropped output: positions t·s + k for k < kT, plus output_padding zeros at the end.
+    let full_len = spread_len + kt - 1 + cfg.output_padding;
+    let mut acc: Option<Tensor> = None;
+    for k in 0..kt {
+        let zk = z.narrow(2, k, 1)?.squeeze(2)?; // [N, Cout, T, H, W]
+        let spread = if s == 1 {
+            zk
+        } else {
+            let zeros = Tensor::zeros((n, cout, t, s - 1, h, w), zk.dtype(), zk.device())?;
+            Tensor::cat(&[&zk.unsqueeze(3)?, &zeros], 3)?
+                .reshape((n, cout, t * s, h, w))?
+                .narrow(2, 0, spread_len)?
+        };
+        let placed = spread.pad_with_zeros(2, k, full_len - spread_len - k)?;
+        acc = Some(match acc {
+            None => placed,
+            Some(a) => (a + placed)?,
+        });
+    }
+    let y = acc.ok_or_else(|| candle_core::Error::Msg("conv_transpose3d: empty kernel".into()))?;
+    // Output index j is uncropped position j + padding.
+    y.narrow(2, cfg.padding, t_out)
 }
 
 #[cfg(test)]
@@ -407,5 +515,143 @@ mod tests {
             let mean: f32 = xv[ci * per..(ci + 1) * per].iter().sum::<f32>() / per as f32;
             assert!((g[0][ci] - mean).abs() < 1e-6);
         }
+    }
+
+    /// Direct scatter form of `nn.ConvTranspose3d` (kT×1×1) in f64:
+    /// `y[n, o, t·s + k − p, h, w] += x[n, i, t, h, w] · w[i, o, k]`.
+    fn naive_conv_transpose_t(
+        x: &[f32],
+        (n, c, t, h, w): (usize, usize, usize, usize, usize),
+        k: &[f32],
+        (o, kt): (usize, usize),
+        cfg: &ConvTranspose3dConfig,
+    ) -> (Vec<f64>, [usize; 5]) {
+        let to = (t - 1) * cfg.stride + kt + cfg.output_padding - 2 * cfg.padding;
+        let mut y = vec![0f64; n * o * to * h * w];
+        for b in 0..n {
+            for ic in 0..c {
+                for it in 0..t {
+                    for oc in 0..o {
+                        for a in 0..kt {
+                            let ot = (it * cfg.stride + a) as isize - cfg.padding as isize;
+                            if ot < 0 || ot >= to as isize {
+                                continue;
+                            }
+                            let wv = f64::from(k[(ic * o + oc) * kt + a]);
+                            for p in 0..h * w {
+                                let xi = ((b * c + ic) * t + it) * h * w + p;
+                                let yi = ((b * o + oc) * to + ot as usize) * h * w + p;
+                                y[yi] += f64::from(x[xi]) * wv;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        (y, [n, o, to, h, w])
+    }
+
+    #[test]
+    fn conv_transpose_temporal_matches_the_definition() {
+        let dev = Device::Cpu;
+        let ct = |stride, padding, output_padding| ConvTranspose3dConfig {
+            stride,
+            padding,
+            output_padding,
+        };
+        let cases = [
+            // RGBPoseConv3D's lateral: k 7, stride 4, pad 3, output_size 4T → output_padding 3.
+            ((2, 5, 3, 4, 3), (3, 7), ct(4, 3, 3)),
+            ((1, 3, 1, 2, 2), (2, 7), ct(4, 3, 3)),
+            // Stride 1 (no spreading), stride 2 with no padding, padding larger than the overlap.
+            ((1, 2, 4, 3, 3), (3, 3), ct(1, 1, 0)),
+            ((1, 3, 3, 2, 5), (2, 3), ct(2, 0, 1)),
+            ((1, 2, 5, 2, 2), (2, 2), ct(3, 2, 2)),
+        ];
+        for (xd, (o, kt), cfg) in cases {
+            let (n, c, t, h, w) = xd;
+            let xv = lcg(n * c * t * h * w, 11);
+            let kv = lcg(c * o * kt, 12);
+            let x = Tensor::from_vec(xv.clone(), xd, &dev).expect("x");
+            let k = Tensor::from_vec(kv.clone(), (c, o, kt, 1, 1), &dev).expect("k");
+            let y = conv_transpose3d_temporal(&x, &k, &cfg).expect("deconv");
+            let (want, shape) = naive_conv_transpose_t(&xv, xd, &kv, (o, kt), &cfg);
+            assert_eq!(y.dims(), shape, "{cfg:?}");
+            let got = y.flatten_all().and_then(|t| t.to_vec1::<f32>()).expect("v");
+            let err = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (f64::from(*a) - b).abs())
+                .fold(0.0, f64::max);
+            assert!(err < 1e-5, "{cfg:?}: max abs error {err}");
+        }
+        // PyTorch's output_size rule: DeConvModule asks for 4T from k 7, s 4, p 3.
+        for t in 1..10 {
+            let op = ConvTranspose3dConfig::output_padding_for(t, 7, 4, 3, 4 * t).expect("op");
+            assert_eq!(op, 3);
+        }
+        assert!(ConvTranspose3dConfig::output_padding_for(8, 7, 4, 3, 4 * 8 + 1).is_err());
+        assert!(ConvTranspose3dConfig::output_padding_for(8, 7, 4, 3, 4 * 8 - 4).is_err());
+        let x = Tensor::zeros((1, 2, 3, 2, 2), candle_core::DType::F32, &dev).expect("x");
+        let k = Tensor::zeros((2, 2, 3, 3, 3), candle_core::DType::F32, &dev).expect("k");
+        assert!(
+            conv_transpose3d_temporal(&x, &k, &ct(1, 0, 0)).is_err(),
+            "3×3 spatial kernels are refused"
+        );
+    }
+
+    #[test]
+    fn conv_transpose_temporal_gradients_match_finite_differences() {
+        let dev = Device::Cpu;
+        let cfg = ConvTranspose3dConfig {
+            stride: 4,
+            padding: 3,
+            output_padding: 3,
+        };
+        let xd = (1, 3, 3, 2, 2);
+        let (o, kt) = (2, 7);
+        let xv = lcg(3 * 3 * 2 * 2, 13);
+        let kv = lcg(3 * o * kt, 14);
+        let x = Var::from_vec(xv.clone(), xd, &dev).expect("x");
+        let k = Var::from_vec(kv.clone(), (3, o, kt, 1, 1), &dev).expect("k");
+        let y = conv_transpose3d_temporal(x.as_tensor(), k.as_tensor(), &cfg).expect("y");
+        let r = Tensor::from_vec(lcg(y.elem_count(), 15), y.dims(), &dev).expect("r");
+        let loss = (&y * &r).and_then(|t| t.sum_all()).expect("loss");
+        let grads = loss.backward().expect("backward");
+        let flat = |v: &Var| {
+            grads
+                .get(v)
+                .expect("grad")
+                .flatten_all()
+                .and_then(|t| t.to_vec1::<f32>())
+                .expect("v")
+        };
+        let (gx, gk) = (flat(&x), flat(&k));
+        let loss_at = |xv: &[f32], kv: &[f32]| -> f64 {
+            let (y, _) = naive_conv_transpose_t(xv, xd, kv, (o, kt), &cfg);
+            let r = lcg(y.len(), 15);
+            y.iter().zip(&r).map(|(a, b)| a * f64::from(*b)).sum()
+        };
+        let eps = 1e-2f32;
+        let check = |name: &str, base: &[f32], g: &[f32], is_x: bool| {
+            for i in 0..base.len() {
+                let (mut a, mut b) = (base.to_vec(), base.to_vec());
+                a[i] += eps;
+                b[i] -= eps;
+                let (la, lb) = if is_x {
+                    (loss_at(&a, &kv), loss_at(&b, &kv))
+                } else {
+                    (loss_at(&xv, &a), loss_at(&xv, &b))
+                };
+                let fd = (la - lb) / (2.0 * f64::from(eps));
+                assert!(
+                    (fd - f64::from(g[i])).abs() < 1e-3,
+                    "{name}[{i}]: fd {fd} vs {}",
+                    g[i]
+                );
+            }
+        };
+        check("dx", &xv, &gx, true);
+        check("dk", &kv, &gk, false);
     }
 }

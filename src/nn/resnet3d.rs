@@ -1,8 +1,13 @@
-//! `ResNet3dSlowOnly` with `Bottleneck3d` and `I3DHead`: PoseC3D's network (pyskl
-//! `pyskl/models/cnns/resnet3d.py`, `resnet3d_slowonly.py`, `heads/simple_head.py`; the same
-//! maths as mmaction2 `backbones/resnet3d.py`). Weights are named by the checkpoint's own keys
-//! (`backbone.conv1.conv.weight`, `backbone.layer1.0.conv2.bn.running_mean`, `cls_head.fc_cls`).
-//! Inference only so far: BatchNorm uses its running statistics.
+//! The ResNet3d family with `Bottleneck3d` blocks: PoseC3D's `ResNet3dSlowOnly`, the RGB
+//! SlowOnly-R50, and the two pathways of RGBPoseConv3D (mmaction2 1.2
+//! `mmaction/models/backbones/resnet3d.py`, `resnet3d_slowonly.py`, `resnet3d_slowfast.py`
+//! `ResNet3dPathway`; pyskl `pyskl/models/cnns/resnet3d.py` has the same maths), plus
+//! `I3DHead` (`mmaction/models/heads/i3d_head.py`). Weights are named by the checkpoint's own
+//! keys (`backbone.conv1.conv.weight`, `backbone.layer1.0.conv2.bn.running_mean`,
+//! `cls_head.fc_cls.weight`). Inference only so far: BatchNorm uses its running statistics.
+//!
+//! Scope: depth ≥ 50 (Bottleneck3d, expansion 4), `style='pytorch'`, `inflate_style='3x1x1'`,
+//! dilation 1 and no non-local blocks: every PoseC3D / SlowOnly / RGBPose config in use.
 
 use candle_core::{Result, Tensor};
 use candle_nn::{
@@ -11,7 +16,10 @@ use candle_nn::{
 
 use super::ops3d::{conv3d, global_avg_pool3d, max_pool3d, Conv3dConfig, Triple};
 
-/// The backbone and head hyper-parameters of a PoseC3D config.
+/// Bottleneck3d's channel expansion (conv3 outputs `4 · planes`).
+pub const EXPANSION: usize = 4;
+
+/// The backbone and head hyper-parameters of a ResNet3d(SlowOnly) recognizer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub in_channels: usize,
@@ -22,15 +30,21 @@ pub struct Config {
     pub spatial_strides: Vec<usize>,
     pub temporal_strides: Vec<usize>,
     pub conv1_kernel: Triple,
+    /// Stem conv stride as (temporal, spatial): pyskl's `conv1_stride` tuple, mmaction2's
+    /// `(conv1_stride_t, conv1_stride_s)`.
     pub conv1_stride: (usize, usize),
+    /// Stem max-pool stride as (temporal, spatial), like `conv1_stride`.
     pub pool1_stride: (usize, usize),
+    /// mmaction2 `with_pool2`: a (2,1,1)/(2,1,1) temporal max-pool after layer1. `ResNet3d`
+    /// defaults it to true, `ResNet3dSlowOnly` to false; RGBPoseConv3D's forward never applies it.
+    pub with_pool2: bool,
     pub num_classes: usize,
 }
 
 impl Config {
-    /// MM-Gesture's `slowonly_r50_iMiGUE_36/joint.py` (and limb.py): 36 input channels,
-    /// stages (4, 6, 3), base 32, 32 classes.
-    pub fn posec3d_imigue36() -> Config {
+    /// MM-Gesture's `slowonly_r50_iMiGUE_36/joint.py`: 36 input channels, stages (4, 6, 3),
+    /// base 32, temporal stride 2 in layer3, 32 classes.
+    pub fn posec3d_joint36() -> Config {
         Config {
             in_channels: 36,
             base_channels: 32,
@@ -41,8 +55,19 @@ impl Config {
             conv1_kernel: (1, 7, 7),
             conv1_stride: (1, 1),
             pool1_stride: (1, 1),
+            with_pool2: false,
             num_classes: 32,
         }
+    }
+
+    /// MM-Gesture's `limb.py`: the same network as `joint.py` (36 limb-heatmap channels).
+    pub fn posec3d_limb36() -> Config {
+        Self::posec3d_joint36()
+    }
+
+    /// Former name of [`Config::posec3d_joint36`].
+    pub fn posec3d_imigue36() -> Config {
+        Self::posec3d_joint36()
     }
 
     /// pyskl's NTU60-XSub keypoint config (17 COCO keypoints, 60 classes).
@@ -50,34 +75,69 @@ impl Config {
         Config {
             in_channels: 17,
             num_classes: 60,
-            ..Self::posec3d_imigue36()
+            ..Self::posec3d_joint36()
         }
+    }
+
+    /// mmaction2 `configs/_base_/models/slowonly_r50.py` (= pyskl / MM-Gesture
+    /// `rgbpose_conv3d/rgb_only.py`): depth 50, stages (3, 4, 6, 3), conv1 (1,7,7) with spatial
+    /// stride 2, pool stride 2, inflate (0, 0, 1, 1); 32 classes as MM-Gesture's rgb_only.
+    pub fn slowonly_r50_rgb() -> Config {
+        Config {
+            in_channels: 3,
+            base_channels: 64,
+            stage_blocks: vec![3, 4, 6, 3],
+            inflate: vec![0, 0, 1, 1],
+            spatial_strides: vec![1, 2, 2, 2],
+            temporal_strides: vec![1, 1, 1, 1],
+            conv1_kernel: (1, 7, 7),
+            conv1_stride: (1, 2),
+            pool1_stride: (1, 2),
+            with_pool2: false,
+            num_classes: 32,
+        }
+    }
+
+    /// Channels of the last stage's output (`ResNet3d.feat_dim`).
+    pub fn feat_dim(&self) -> usize {
+        self.stage_channels(self.stage_blocks.len().saturating_sub(1))
+    }
+
+    /// Output channels of stage `i` (`base · 2^i · 4`).
+    pub fn stage_channels(&self, i: usize) -> usize {
+        self.base_channels * (1 << i) * EXPANSION
     }
 }
 
-/// Conv (no bias) → BN (eps 1e-5) → optional ReLU: mmcv's `ConvModule`.
-struct ConvModule {
+/// Conv (no bias) → BN (eps 1e-5) → optional ReLU: mmcv's `ConvModule` with `norm_cfg=BN3d`.
+pub(crate) struct ConvModule {
     weight: Tensor,
-    bn: BatchNorm,
+    bn: Option<BatchNorm>,
     cfg: Conv3dConfig,
     relu: bool,
 }
 
 impl ConvModule {
     #[allow(clippy::too_many_arguments)]
-    fn new(
+    pub(crate) fn new(
         vb: VarBuilder,
         cin: usize,
         cout: usize,
         kernel: Triple,
         stride: Triple,
         padding: Triple,
+        with_bn: bool,
         relu: bool,
     ) -> Result<Self> {
         let weight = vb
             .pp("conv")
             .get((cout, cin, kernel.0, kernel.1, kernel.2), "weight")?;
-        let bn = batch_norm(cout, BatchNormConfig::from(1e-5), vb.pp("bn"))?;
+        // ConvModule without norm_cfg (RGBPose's pose→rgb lateral) has no `bn` keys at all.
+        let bn = if with_bn {
+            Some(batch_norm(cout, BatchNormConfig::from(1e-5), vb.pp("bn"))?)
+        } else {
+            None
+        };
         Ok(ConvModule {
             weight,
             bn,
@@ -89,10 +149,15 @@ impl ConvModule {
             relu,
         })
     }
+}
 
+impl Module for ConvModule {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = conv3d(x, &self.weight, &self.cfg)?;
-        let y = self.bn.forward_t(&y, false)?;
+        let y = match &self.bn {
+            Some(bn) => bn.forward_t(&y, false)?,
+            None => y,
+        };
         if self.relu {
             y.relu()
         } else {
@@ -101,6 +166,7 @@ impl ConvModule {
     }
 }
 
+/// mmaction2 `Bottleneck3d` (style 'pytorch', inflate_style '3x1x1').
 struct Bottleneck3d {
     conv1: ConvModule,
     conv2: ConvModule,
@@ -123,8 +189,17 @@ impl Bottleneck3d {
             ((1, 1, 1), (0, 0, 0))
         };
         let stride = (temporal_stride, spatial_stride, spatial_stride);
-        let conv1 = ConvModule::new(vb.pp("conv1"), inplanes, planes, k1, (1, 1, 1), p1, true)?;
-        // style='pytorch': the stride sits on the 1×3×3 conv.
+        let conv1 = ConvModule::new(
+            vb.pp("conv1"),
+            inplanes,
+            planes,
+            k1,
+            (1, 1, 1),
+            p1,
+            true,
+            true,
+        )?;
+        // style='pytorch': the (temporal and spatial) stride sits on the 1×3×3 conv.
         let conv2 = ConvModule::new(
             vb.pp("conv2"),
             planes,
@@ -133,25 +208,29 @@ impl Bottleneck3d {
             stride,
             (0, 1, 1),
             true,
+            true,
         )?;
         let conv3 = ConvModule::new(
             vb.pp("conv3"),
             planes,
-            planes * 4,
+            planes * EXPANSION,
             (1, 1, 1),
             (1, 1, 1),
             (0, 0, 0),
+            true,
             false,
         )?;
-        // The reference builds it when `spatial_stride != 1 or inplanes != planes * 4`.
-        let downsample = if spatial_stride != 1 || inplanes != planes * 4 {
+        // `make_res_layer` builds it when `spatial_stride != 1 or inplanes != planes * 4`;
+        // lateral channels make `inplanes` differ, so fused stages always get one.
+        let downsample = if spatial_stride != 1 || inplanes != planes * EXPANSION {
             Some(ConvModule::new(
                 vb.pp("downsample"),
                 inplanes,
-                planes * 4,
+                planes * EXPANSION,
                 (1, 1, 1),
                 stride,
                 (0, 0, 0),
+                true,
                 false,
             )?)
         } else {
@@ -164,7 +243,9 @@ impl Bottleneck3d {
             downsample,
         })
     }
+}
 
+impl Module for Bottleneck3d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = self
             .conv3
@@ -177,31 +258,50 @@ impl Bottleneck3d {
     }
 }
 
+/// `ResNet3d` as used by `ResNet3dSlowOnly` and `ResNet3dPathway`: stem conv, stem max-pool,
+/// stages of Bottleneck3d. A pathway's fused stages take extra lateral channels in their first
+/// block (`lateral_inplanes`, concatenated after the stage's own input).
 pub struct ResNet3dSlowOnly {
     conv1: ConvModule,
     pool1_stride: (usize, usize),
+    with_pool2: bool,
     layers: Vec<Vec<Bottleneck3d>>,
 }
 
 impl ResNet3dSlowOnly {
     /// `vb` at the backbone's prefix (`backbone`).
     pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
+        Self::new_pathway(cfg, &[], vb)
+    }
+
+    /// A pathway whose stage `i` takes `lateral_inplanes[i]` extra input channels (missing
+    /// entries are 0): mmaction2 `ResNet3d.__init__` adds them to the first block's `inplanes`.
+    pub fn new_pathway(cfg: &Config, lateral_inplanes: &[usize], vb: VarBuilder) -> Result<Self> {
+        let n = cfg.stage_blocks.len();
+        if cfg.inflate.len() != n
+            || cfg.spatial_strides.len() != n
+            || cfg.temporal_strides.len() != n
+        {
+            candle_core::bail!("resnet3d: per-stage lists must all have {n} entries: {cfg:?}");
+        }
         let (kt, kh, kw) = cfg.conv1_kernel;
         let conv1 = ConvModule::new(
             vb.pp("conv1"),
             cfg.in_channels,
             cfg.base_channels,
             cfg.conv1_kernel,
-            (1, cfg.conv1_stride.0, cfg.conv1_stride.1),
+            (cfg.conv1_stride.0, cfg.conv1_stride.1, cfg.conv1_stride.1),
             ((kt - 1) / 2, (kh - 1) / 2, (kw - 1) / 2),
+            true,
             true,
         )?;
         let mut inplanes = cfg.base_channels;
-        let mut layers = Vec::new();
+        let mut layers = Vec::with_capacity(n);
         for (i, &blocks) in cfg.stage_blocks.iter().enumerate() {
             let planes = cfg.base_channels * (1 << i);
             let vbl = vb.pp(format!("layer{}", i + 1));
             let mut stage = Vec::with_capacity(blocks);
+            inplanes += lateral_inplanes.get(i).copied().unwrap_or(0);
             for b in 0..blocks {
                 let (ss, ts) = if b == 0 {
                     (cfg.spatial_strides[i], cfg.temporal_strides[i])
@@ -216,31 +316,52 @@ impl ResNet3dSlowOnly {
                     ts,
                     cfg.inflate[i] == 1,
                 )?);
-                inplanes = planes * 4;
+                inplanes = planes * EXPANSION;
             }
             layers.push(stage);
         }
         Ok(ResNet3dSlowOnly {
             conv1,
             pool1_stride: cfg.pool1_stride,
+            with_pool2: cfg.with_pool2,
             layers,
         })
+    }
+
+    pub fn num_stages(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// `conv1` then `maxpool`.
+    pub fn forward_stem(&self, x: &Tensor) -> Result<Tensor> {
+        let x = self.conv1.forward(x)?;
+        // The stem max-pool always runs (`with_pool1=True`), even with stride 1 (a 3×3 filter).
+        let (pt, ps) = self.pool1_stride;
+        max_pool3d(&x, (1, 3, 3), (pt, ps, ps), (0, 1, 1))
+    }
+
+    /// Stage `i` (`layer{i+1}`) alone, without pool2: what RGBPoseConv3D's forward calls.
+    pub fn forward_stage(&self, i: usize, x: &Tensor) -> Result<Tensor> {
+        let stage = self
+            .layers
+            .get(i)
+            .ok_or_else(|| candle_core::Error::Msg(format!("resnet3d: no stage {i}")))?;
+        let mut x = x.clone();
+        for block in stage {
+            x = block.forward(&x)?;
+        }
+        Ok(x)
     }
 }
 
 impl Module for ResNet3dSlowOnly {
+    /// `ResNet3d.forward` with `out_indices` = the last stage.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let x = self.conv1.forward(x)?;
-        // The stem max-pool always runs, even with stride 1 (a 3×3 max filter).
-        let mut x = max_pool3d(
-            &x,
-            (1, 3, 3),
-            (1, self.pool1_stride.0, self.pool1_stride.1),
-            (0, 1, 1),
-        )?;
-        for stage in &self.layers {
-            for block in stage {
-                x = block.forward(&x)?;
+        let mut x = self.forward_stem(x)?;
+        for i in 0..self.layers.len() {
+            x = self.forward_stage(i, &x)?;
+            if i == 0 && self.with_pool2 {
+                x = max_pool3d(&x, (2, 1, 1), (2, 1, 1), (0, 0, 0))?;
             }
         }
         Ok(x)
@@ -262,22 +383,26 @@ impl I3DHead {
 
 impl Module for I3DHead {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        // Dropout is the identity at inference.
         self.fc_cls.forward(&global_avg_pool3d(x)?)
     }
 }
 
-/// Backbone + head under the checkpoint's `backbone.` / `cls_head.` prefixes.
+/// Backbone + head under the checkpoint's `backbone.` / `cls_head.` prefixes: PoseC3D, and
+/// equally the RGB SlowOnly-R50 recognizer (`Config::slowonly_r50_rgb`).
 pub struct PoseC3D {
     pub backbone: ResNet3dSlowOnly,
     pub head: I3DHead,
 }
 
+/// The RGB SlowOnly recognizer has exactly PoseC3D's structure (`Recognizer3D` + `I3DHead`).
+pub type SlowOnlyRgb = PoseC3D;
+
 impl PoseC3D {
     pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
-        let out = cfg.base_channels * (1 << (cfg.stage_blocks.len() - 1)) * 4;
         Ok(PoseC3D {
             backbone: ResNet3dSlowOnly::new(cfg, vb.pp("backbone"))?,
-            head: I3DHead::new(out, cfg.num_classes, vb.pp("cls_head"))?,
+            head: I3DHead::new(cfg.feat_dim(), cfg.num_classes, vb.pp("cls_head"))?,
         })
     }
 }
@@ -341,7 +466,7 @@ mod tests {
         let dev = Device::Cpu;
         let vm = VarMap::new();
         let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
-        let cfg = Config::posec3d_imigue36();
+        let cfg = Config::posec3d_joint36();
         let net = PoseC3D::new(&cfg, vb).expect("build");
         // A small clip: T 4, 16×16 → layer3 halves T once and H, W three times.
         let x = Tensor::rand(0f32, 1.0, (2, 36, 4, 16, 16), &dev).expect("x");
@@ -354,5 +479,28 @@ mod tests {
             .and_then(|t| t.to_vec1::<f32>())
             .expect("v");
         assert!(v.iter().all(|x| x.is_finite()));
+    }
+
+    #[test]
+    fn slowonly_rgb_stem_strides_and_pool2() {
+        let dev = Device::Cpu;
+        let mut cfg = Config::slowonly_r50_rgb();
+        (cfg.base_channels, cfg.stage_blocks) = (8, vec![1, 1, 1, 1]);
+        let vm = VarMap::new();
+        let net = PoseC3D::new(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &dev)).expect("b");
+        // conv1 (1,2,2) and pool (1,2,2) quarter 64×64; layers 2–4 halve it three more times.
+        let x = Tensor::rand(0f32, 1.0, (1, 3, 4, 64, 64), &dev).expect("x");
+        assert_eq!(
+            net.backbone.forward(&x).expect("f").dims(),
+            [1, 256, 4, 2, 2]
+        );
+        // with_pool2 (mmaction2 ResNet3d's default) halves time after layer1.
+        cfg.with_pool2 = true;
+        let vm = VarMap::new();
+        let net = PoseC3D::new(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &dev)).expect("b");
+        assert_eq!(
+            net.backbone.forward(&x).expect("f").dims(),
+            [1, 256, 2, 2, 2]
+        );
     }
 }

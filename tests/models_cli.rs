@@ -1,0 +1,110 @@
+//! `mgscope probe infer` on the mmaction2 fixtures (tools/make_*_fixtures.py): the logits
+//! the reference computed, through the command a researcher uses, and named errors for bad
+//! checkpoints and inputs.
+
+mod common;
+
+use common::{fails, ok, s};
+use mgscope::modality::npy::read_npy_as;
+
+fn max_rel_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs() / y.abs().max(1.0))
+        .fold(0.0, f32::max)
+}
+
+fn infer_case(arch: &str, case: &str, extra: &[&str]) -> (Vec<usize>, f32) {
+    let dir = common::fixtures().join("models").join(case);
+    let tmp = tempfile::tempdir().expect("tmp");
+    let out = tmp.path().join("y.npy");
+    let (ckpt, input) = (dir.join("model.pth"), dir.join("input.npy"));
+    let mut args = vec![
+        "probe",
+        "infer",
+        "--arch",
+        arch,
+        "--checkpoint",
+        s(&ckpt),
+        "--input",
+        s(&input),
+        "--out",
+        s(&out),
+    ];
+    args.extend_from_slice(extra);
+    let msg = ok(&args);
+    assert!(msg.contains(arch), "{msg}");
+    let (shape, got) = read_npy_as::<f32>(&out).expect("read logits");
+    let (_, want) = read_npy_as::<f32>(dir.join("logits.npy")).expect("reference logits");
+    (shape, max_rel_diff(&got, &want))
+}
+
+#[test]
+fn probe_infer_swin_reproduces_mmaction2_logits() {
+    for case in ["swin_small_shift", "swin_short_clip"] {
+        let (shape, rel) = infer_case("swin-t", case, &[]);
+        assert_eq!(shape.len(), 2, "{case}");
+        assert!(rel <= 1e-4, "{case}: max relative difference {rel}");
+    }
+}
+
+#[test]
+fn probe_infer_errors_name_the_problem() {
+    let dir = common::fixtures().join("models").join("swin_small_shift");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let out = tmp.path().join("y.npy");
+    let (ckpt, input) = (dir.join("model.pth"), dir.join("input.npy"));
+    let base = |arch: &'static str| {
+        vec![
+            "probe".to_string(),
+            "infer".into(),
+            "--arch".into(),
+            arch.into(),
+            "--checkpoint".into(),
+            s(&ckpt).into(),
+            "--input".into(),
+            s(&input).into(),
+            "--out".into(),
+            s(&out).into(),
+        ]
+    };
+    let run = |args: Vec<String>| {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        fails(&refs)
+    };
+    let msg = run(base("resnet-9000"));
+    assert!(
+        msg.contains("unknown --arch") && msg.contains("swin-t"),
+        "{msg}"
+    );
+    // A Swin checkpoint is not a PoseC3D one: the missing keys are named with shapes.
+    let msg = run(base("posec3d-joint36"));
+    assert!(msg.contains("model.pth"), "{msg}");
+    assert!(msg.contains("backbone.conv1.conv.weight"), "{msg}");
+    assert!(msg.contains("unexpected key"), "{msg}");
+    // The hostile pickle is refused by name.
+    let hostile = common::fixtures().join("checkpoint/hostile.pth");
+    let mut args = base("swin-t");
+    args[5] = s(&hostile).into();
+    let msg = run(args);
+    assert!(msg.contains("forbidden global posix.system"), "{msg}");
+    // An input of the wrong rank.
+    let bad = tmp.path().join("bad.npy");
+    mgscope::modality::npy::write_npy(&bad, &[3, 4], &[0f32; 12]).expect("write");
+    let mut args = base("swin-t");
+    args[7] = s(&bad).into();
+    let msg = run(args);
+    assert!(
+        msg.contains("bad.npy") && msg.contains("[N, C, T, H, W]"),
+        "{msg}"
+    );
+    // No CUDA in this build: said plainly.
+    if !cfg!(feature = "cuda") {
+        let mut args = base("swin-t");
+        args.extend(["--device".to_string(), "cuda:0".to_string()]);
+        let msg = run(args);
+        assert!(msg.contains("without CUDA"), "{msg}");
+    }
+    assert!(!out.exists(), "no output is written on failure");
+}
