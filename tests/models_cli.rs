@@ -50,6 +50,59 @@ fn probe_infer_swin_reproduces_mmaction2_logits() {
 }
 
 #[test]
+fn probe_infer_resnet3d_family_reproduces_mmaction2_logits() {
+    for (arch, case) in [
+        ("posec3d-joint36", "posec3d_small"),
+        ("slowonly-r50-rgb", "slowonly_rgb_small"),
+    ] {
+        let (shape, rel) = infer_case(arch, case, &[]);
+        assert_eq!(shape.len(), 2, "{case}");
+        assert!(rel <= 1e-4, "{case}: max relative difference {rel}");
+    }
+    // RGBPoseConv3D: both heads, stacked [2, N, C] as rgb, pose.
+    let dir = common::fixtures().join("models").join("rgbpose_small");
+    let pose = dir.join("input_pose.npy");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let out = tmp.path().join("y.npy");
+    let (ckpt, input) = (dir.join("model.pth"), dir.join("input.npy"));
+    ok(&[
+        "probe",
+        "infer",
+        "--arch",
+        "rgbpose-conv3d",
+        "--checkpoint",
+        s(&ckpt),
+        "--input",
+        s(&input),
+        "--input-pose",
+        s(&pose),
+        "--out",
+        s(&out),
+    ]);
+    let (shape, got) = read_npy_as::<f32>(&out).expect("logits");
+    let (_, rgb) = read_npy_as::<f32>(dir.join("logits_rgb.npy")).expect("rgb");
+    let (_, pose_ref) = read_npy_as::<f32>(dir.join("logits_pose.npy")).expect("pose");
+    assert_eq!(shape, vec![2, 1, rgb.len()]);
+    let (a, b) = got.split_at(rgb.len());
+    assert!(max_rel_diff(a, &rgb) <= 1e-4);
+    assert!(max_rel_diff(b, &pose_ref) <= 1e-4);
+    // Without the pose volume it says what is missing.
+    let msg = fails(&[
+        "probe",
+        "infer",
+        "--arch",
+        "rgbpose-conv3d",
+        "--checkpoint",
+        s(&ckpt),
+        "--input",
+        s(&input),
+        "--out",
+        s(&out),
+    ]);
+    assert!(msg.contains("--input-pose"), "{msg}");
+}
+
+#[test]
 fn probe_infer_errors_name_the_problem() {
     let dir = common::fixtures().join("models").join("swin_small_shift");
     let tmp = tempfile::tempdir().expect("tmp");

@@ -8,6 +8,7 @@ use candle_nn::{Module, VarBuilder};
 
 use super::checkpoint::{build_model, CheckpointError, LoadReport, StateDict};
 use super::resnet3d::{self, PoseC3D};
+use super::rgbpose::{self, RGBPose};
 use super::swin3d::{self, VideoSwin};
 
 /// What a model takes: one clip tensor, or RGB + pose for RGBPoseConv3D.
@@ -51,6 +52,18 @@ pub const ARCHES: &[Arch] = &[
         heads: &["cls"],
     },
     Arch {
+        name: "slowonly-r50-rgb",
+        about: "RGB SlowOnly-R50 (MM-Gesture rgb_only.py, the RGBPose pretraining stream)",
+        inputs: Inputs::Video,
+        heads: &["cls"],
+    },
+    Arch {
+        name: "rgbpose-conv3d",
+        about: "RGBPoseConv3D: SlowOnly-R50 RGB + PoseC3D pose pathways with laterals, two heads",
+        inputs: Inputs::RgbPose,
+        heads: &["rgb", "pose"],
+    },
+    Arch {
         name: "swin-t",
         about: "Video Swin-T (patch 2×4×4, window 8×7×7), mmaction2 / official keys",
         inputs: Inputs::Video,
@@ -87,8 +100,10 @@ fn class_key(a: &Arch) -> &'static str {
 }
 
 enum Net {
+    /// PoseC3D and the RGB SlowOnly: one ResNet3d + I3DHead.
     PoseC3D(PoseC3D),
     Swin(VideoSwin),
+    RgbPose(RGBPose),
 }
 
 /// A built network with its checkpoint's class count.
@@ -200,9 +215,31 @@ impl Model {
         sd: &StateDict,
         vb: VarBuilder,
     ) -> candle_core::Result<Net> {
+        // A checkpoint of another family has none of the keys sizes are read from; the
+        // preset is built then, and the strict key check names what does not fit.
         if a.name.starts_with("swin") {
-            let cfg = swin_config_from(sd, swin_preset(a.name), num_classes)?;
-            return Ok(Net::Swin(VideoSwin::new(&cfg, vb)?));
+            if let Ok(cfg) = swin_config_from(sd, swin_preset(a.name), num_classes) {
+                return Ok(Net::Swin(VideoSwin::new(&cfg, vb)?));
+            }
+        } else if a.name == "rgbpose-conv3d" {
+            let p = rgbpose::Config::rgbpose_conv3d();
+            if let (Ok(rgb), Ok(pose)) = (
+                resnet3d_config_from(sd, "backbone.rgb_path.", p.rgb.clone()),
+                resnet3d_config_from(sd, "backbone.pose_path.", p.pose.clone()),
+            ) {
+                let cfg = rgbpose::Config {
+                    rgb,
+                    pose,
+                    num_classes,
+                    ..p
+                };
+                return Ok(Net::RgbPose(RGBPose::new(&cfg, vb)?));
+            }
+        } else if let Some(preset) = resnet3d_preset(a.name) {
+            if let Ok(cfg) = resnet3d_config_from(sd, "backbone.", preset) {
+                let cfg = resnet3d::Config { num_classes, ..cfg };
+                return Ok(Net::PoseC3D(PoseC3D::new(&cfg, vb)?));
+            }
         }
         Self::build(a, num_classes, vb)
     }
@@ -212,9 +249,17 @@ impl Model {
             let cfg = resnet3d::Config { num_classes, ..cfg };
             Ok(Net::PoseC3D(PoseC3D::new(&cfg, vb.clone())?))
         };
+        if let Some(preset) = resnet3d_preset(a.name) {
+            return posec3d(preset);
+        }
         match a.name {
-            "posec3d-joint36" | "posec3d-limb36" => posec3d(resnet3d::Config::posec3d_imigue36()),
-            "posec3d-ntu60" => posec3d(resnet3d::Config::posec3d_ntu60()),
+            "rgbpose-conv3d" => {
+                let cfg = rgbpose::Config {
+                    num_classes,
+                    ..rgbpose::Config::rgbpose_conv3d()
+                };
+                Ok(Net::RgbPose(RGBPose::new(&cfg, vb)?))
+            }
             "swin-t" | "swin-s" | "swin-b" => {
                 let cfg = swin3d::Config {
                     num_classes,
@@ -252,6 +297,11 @@ impl Model {
         let out = match &self.net {
             Net::PoseC3D(m) => vec![m.forward(&x)?],
             Net::Swin(m) => vec![m.forward(&x)?],
+            Net::RgbPose(m) => {
+                let pose = inputs[1].to_device(&self.device)?.to_dtype(self.dtype)?;
+                let (r, p) = m.forward(&x, &pose)?;
+                vec![r, p]
+            }
         };
         Ok(out
             .into_iter()
@@ -297,6 +347,61 @@ pub fn parse_dtype(s: &str) -> Result<DType, ModelError> {
             "dtype {other:?}: expected f32, bf16 or f16"
         ))),
     }
+}
+
+fn resnet3d_preset(name: &str) -> Option<resnet3d::Config> {
+    Some(match name {
+        "posec3d-joint36" => resnet3d::Config::posec3d_joint36(),
+        "posec3d-limb36" => resnet3d::Config::posec3d_limb36(),
+        "posec3d-ntu60" => resnet3d::Config::posec3d_ntu60(),
+        "slowonly-r50-rgb" => resnet3d::Config::slowonly_r50_rgb(),
+        _ => return None,
+    })
+}
+
+/// A ResNet3d whose input channels, width, blocks per stage, inflation and stem kernel come
+/// from the checkpoint under `prefix`; strides (which weights cannot show) from `preset`.
+pub fn resnet3d_config_from(
+    sd: &StateDict,
+    prefix: &str,
+    preset: resnet3d::Config,
+) -> candle_core::Result<resnet3d::Config> {
+    let stem = need(sd, &format!("{prefix}conv1.conv.weight"))?;
+    let [base, cin, kt, kh, kw] = stem else {
+        candle_core::bail!("{prefix}conv1.conv.weight has shape {stem:?}; expected 5-D");
+    };
+    // mmcv names the stages layer1, layer2, …
+    let stages = (1..)
+        .take_while(|i| {
+            sd.tensors
+                .contains_key(&format!("{prefix}layer{i}.0.conv1.conv.weight"))
+        })
+        .count();
+    if stages == 0 || stages > preset.spatial_strides.len() {
+        candle_core::bail!(
+            "{}: {stages} ResNet stages under {prefix}; the {}-stage preset cannot supply strides",
+            sd.source.display(),
+            preset.spatial_strides.len()
+        );
+    }
+    let mut blocks = Vec::new();
+    let mut inflate = Vec::new();
+    for i in 1..=stages {
+        let p = format!("{prefix}layer{i}.");
+        blocks.push(count_indexed(sd, &p, ".conv1.conv.weight"));
+        let k = need(sd, &format!("{p}0.conv1.conv.weight"))?;
+        inflate.push(usize::from(k.get(2).copied().unwrap_or(1) == 3));
+    }
+    Ok(resnet3d::Config {
+        in_channels: *cin,
+        base_channels: *base,
+        stage_blocks: blocks,
+        inflate,
+        spatial_strides: preset.spatial_strides[..stages].to_vec(),
+        temporal_strides: preset.temporal_strides[..stages].to_vec(),
+        conv1_kernel: (*kt, *kh, *kw),
+        ..preset
+    })
 }
 
 fn swin_preset(name: &str) -> swin3d::Config {
