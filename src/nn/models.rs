@@ -103,7 +103,7 @@ enum Net {
     /// PoseC3D and the RGB SlowOnly: one ResNet3d + I3DHead.
     PoseC3D(PoseC3D),
     Swin(VideoSwin),
-    RgbPose(RGBPose),
+    RgbPose(Box<RGBPose>),
 }
 
 /// A built network with its checkpoint's class count.
@@ -233,7 +233,7 @@ impl Model {
                     num_classes,
                     ..p
                 };
-                return Ok(Net::RgbPose(RGBPose::new(&cfg, vb)?));
+                return Ok(Net::RgbPose(Box::new(RGBPose::new(&cfg, vb)?)));
             }
         } else if let Some(preset) = resnet3d_preset(a.name) {
             if let Ok(cfg) = resnet3d_config_from(sd, "backbone.", preset) {
@@ -258,7 +258,7 @@ impl Model {
                     num_classes,
                     ..rgbpose::Config::rgbpose_conv3d()
                 };
-                Ok(Net::RgbPose(RGBPose::new(&cfg, vb)?))
+                Ok(Net::RgbPose(Box::new(RGBPose::new(&cfg, vb)?)))
             }
             "swin-t" | "swin-s" | "swin-b" => {
                 let cfg = swin3d::Config {
