@@ -102,6 +102,24 @@ fn probe_infer_resnet3d_family_reproduces_mmaction2_logits() {
     assert!(msg.contains("--input-pose"), "{msg}");
 }
 
+/// Half precision on the CPU: the same checkpoints in bf16 (8-bit mantissa) and f16 stay
+/// within a few per cent / per mille of the f32 reference.
+#[test]
+fn probe_infer_half_precision_stays_close_to_the_reference() {
+    for (arch, case) in [
+        ("posec3d-joint36", "posec3d_small"),
+        ("swin-t", "swin_small_shift"),
+        ("slowonly-r50-rgb", "slowonly_rgb_small"),
+    ] {
+        let (_, bf16) = infer_case(arch, case, &["--dtype", "bf16"]);
+        let (_, f16) = infer_case(arch, case, &["--dtype", "f16"]);
+        println!("{case}: bf16 {bf16:.2e}, f16 {f16:.2e}");
+        assert!(bf16 <= 5e-2, "{case}: bf16 max relative difference {bf16}");
+        assert!(f16 <= 5e-3, "{case}: f16 max relative difference {f16}");
+        assert!(f16 > 0.0, "{case}: f16 must actually run in f16");
+    }
+}
+
 #[test]
 fn probe_infer_errors_name_the_problem() {
     let dir = common::fixtures().join("models").join("swin_small_shift");

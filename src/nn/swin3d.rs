@@ -383,8 +383,9 @@ impl WindowAttention3D {
         let attn = match mask {
             Some(m) => {
                 let nw = m.dim(0)?;
+                // The mask is built in f32; bf16/f16 models add it in their own dtype.
                 attn.reshape((bw / nw, nw, nh, n, n))?
-                    .broadcast_add(m)?
+                    .broadcast_add(&m.to_dtype(attn.dtype())?)?
                     .reshape((bw, nh, n, n))?
             }
             None => attn,
