@@ -123,6 +123,16 @@ pub enum Probe {
         #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
         strict: bool,
     },
+    /// Rewrite a checkpoint (.pth / .npz / .safetensors) as .safetensors; with --arch, first
+    /// check strictly that it builds that architecture.
+    Convert {
+        #[arg(long)]
+        checkpoint: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        arch: Option<String>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -354,6 +364,30 @@ pub fn run(p: Probe) -> Result<()> {
             let d = model.infer(&f.data, f.width as usize, f.height as usize)?;
             write_npy(&out, &[f.height as usize, f.width as usize], &d)?;
             println!("depth of frame {frame} -> {}", out.display());
+        }
+        Probe::Convert {
+            checkpoint,
+            out,
+            arch,
+        } => {
+            let sd = mgscope::nn::checkpoint::StateDict::read(&checkpoint)?;
+            if let Some(a) = &arch {
+                let (m, _) = mgscope::nn::models::Model::from_state_dict(
+                    a,
+                    &sd,
+                    true,
+                    candle_core::DType::F32,
+                    &candle_core::Device::Cpu,
+                )?;
+                println!("{a}: {} classes, every key matched", m.num_classes);
+            }
+            sd.save_safetensors(&out)?;
+            println!(
+                "{} tensors from {} -> {}",
+                sd.tensors.len(),
+                checkpoint.display(),
+                out.display()
+            );
         }
         Probe::Infer {
             arch,

@@ -102,6 +102,44 @@ fn probe_infer_resnet3d_family_reproduces_mmaction2_logits() {
     assert!(msg.contains("--input-pose"), "{msg}");
 }
 
+#[test]
+fn convert_to_safetensors_gives_the_same_logits() {
+    let dir = common::fixtures().join("models").join("swin_short_clip");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let st = tmp.path().join("swin.safetensors");
+    let (pth, input, out) = (
+        dir.join("model.pth"),
+        dir.join("input.npy"),
+        tmp.path().join("y.npy"),
+    );
+    let msg = ok(&[
+        "probe",
+        "convert",
+        "--checkpoint",
+        s(&pth),
+        "--out",
+        s(&st),
+        "--arch",
+        "swin-t",
+    ]);
+    assert!(msg.contains("every key matched"), "{msg}");
+    ok(&[
+        "probe",
+        "infer",
+        "--arch",
+        "swin-t",
+        "--checkpoint",
+        s(&st),
+        "--input",
+        s(&input),
+        "--out",
+        s(&out),
+    ]);
+    let (_, got) = read_npy_as::<f32>(&out).expect("logits");
+    let (_, want) = read_npy_as::<f32>(dir.join("logits.npy")).expect("reference");
+    assert!(max_rel_diff(&got, &want) <= 1e-4);
+}
+
 /// Half precision on the CPU: the same checkpoints in bf16 (8-bit mantissa) and f16 stay
 /// within a few per cent / per mille of the f32 reference.
 #[test]
