@@ -2,16 +2,15 @@
 //! the pyskl / mmaction2 dump (a pickle list of per-clip probability vectors; RGBPose a list
 //! of `{'rgb', 'pose'}` dicts) plus the clip ids of its rows.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
 use mgscope::dataset::Split;
-use mgscope::modality::heatmap::{imigue36, HeatmapKind};
-use mgscope::nn::models::{self, Inputs, Model};
-use mgscope::nn::predict::{predict_pose_clip, PoseViewConfig, PoseViews, Views};
+use mgscope::inference::{ClipPredictor, PredictError};
+use mgscope::nn::models::{self, Model};
+use mgscope::nn::predict::Views;
 use mgscope::pickle::{write_pickle, NdArray, Value};
 use mgscope::store::{Dataset, StoredStream};
 
@@ -79,11 +78,6 @@ pub fn run(a: PredictArgs) -> Result<()> {
             model.num_classes
         );
     }
-    let videos: HashMap<String, (usize, usize)> = ds
-        .videos()?
-        .into_iter()
-        .filter_map(|v| Some((v.vid, (v.height? as usize, v.width? as usize))))
-        .collect();
     let (shard, of) = a.shard;
     let samples: Vec<_> = ds
         .samples()?
@@ -97,41 +91,28 @@ pub fn run(a: PredictArgs) -> Result<()> {
             a.split.as_str()
         );
     }
-    let skeleton = imigue36();
-    let mut readers = Readers::default();
+    let mut predictor = ClipPredictor::new(&ds)?;
     let t0 = Instant::now();
     let mut ids = Vec::new();
     let mut rows: Vec<Vec<Vec<f32>>> = Vec::new();
     let mut skipped = Vec::new();
     let (mut correct, mut labelled) = (0usize, 0usize);
     for (i, s) in samples.iter().enumerate() {
-        let probs = match arch.inputs {
-            Inputs::Heatmaps => {
-                let kind = if arch.name.contains("limb") {
-                    HeatmapKind::Limb
-                } else {
-                    HeatmapKind::Joint
-                };
-                let Some(kp) = ds.sample_keypoints(s)? else {
-                    skipped.push(format!("{}: no keypoints", s.clip_id));
-                    continue;
-                };
-                let Some(&hw) = videos.get(&s.video) else {
-                    skipped.push(format!(
-                        "{}: video {} has no frame size",
-                        s.clip_id, s.video
-                    ));
-                    continue;
-                };
-                let pv = PoseViews::new(&kp, hw, &skeleton, PoseViewConfig::posec3d(kind, views))
-                    .with_context(|| format!("clip {}", s.clip_id))?;
-                predict_pose_clip(&model, &pv, a.batch)
-                    .with_context(|| format!("clip {}", s.clip_id))?
+        let probs = match predictor.predict(
+            &ds,
+            &model,
+            s,
+            views,
+            &a.modality,
+            a.batch,
+            Default::default(),
+        ) {
+            Ok(p) => p,
+            Err(PredictError::Skip(why)) => {
+                skipped.push(format!("{}: {why}", s.clip_id));
+                continue;
             }
-            Inputs::Video | Inputs::RgbPose => {
-                video_clip(&ds, &mut readers, &model, s, &videos, &a, views, &skeleton)
-                    .with_context(|| format!("clip {}", s.clip_id))?
-            }
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("clip {}", s.clip_id))),
         };
         if let Some(l) = s.label {
             labelled += 1;
@@ -232,128 +213,4 @@ fn argmax(v: &[f32]) -> usize {
             }
         })
         .0
-}
-
-/// One open decoder per video file, reused across the clips of that video.
-#[derive(Default)]
-struct Readers {
-    #[cfg(feature = "video")]
-    open: HashMap<PathBuf, mgscope::media::decode::VideoReader>,
-}
-
-#[cfg(not(feature = "video"))]
-#[allow(clippy::too_many_arguments)]
-fn video_clip(
-    _ds: &Dataset,
-    _readers: &mut Readers,
-    model: &Model,
-    _s: &mgscope::dataset::Sample,
-    _videos: &HashMap<String, (usize, usize)>,
-    _a: &PredictArgs,
-    _views: Views,
-    _skeleton: &mgscope::modality::heatmap::Skeleton,
-) -> Result<Vec<Vec<f32>>> {
-    bail!(
-        "{} reads video frames: this mgscope was built without the `video` feature",
-        model.arch.name
-    )
-}
-
-#[cfg(feature = "video")]
-#[allow(clippy::too_many_arguments)]
-fn video_clip(
-    ds: &Dataset,
-    readers: &mut Readers,
-    model: &Model,
-    s: &mgscope::dataset::Sample,
-    videos: &HashMap<String, (usize, usize)>,
-    a: &PredictArgs,
-    views: Views,
-    skeleton: &mgscope::modality::heatmap::Skeleton,
-) -> Result<Vec<Vec<f32>>> {
-    use mgscope::media::decode::VideoReader;
-    use mgscope::nn::models::ModelError;
-    use mgscope::nn::predict::{
-        predict_rgb_clip, predict_swin_clip, RgbPoseViewConfig, SwinViewConfig,
-    };
-    use mgscope::nn::video_views::Rgb;
-
-    // Which file holds the frames, and where the clip starts in it.
-    let (path, first, n) = if a.modality == "rgb" {
-        let v = ds
-            .videos()?
-            .into_iter()
-            .find(|v| v.vid == s.video)
-            .with_context(|| format!("video {} is not in the dataset", s.video))?;
-        let p = ds
-            .media_path(&v)
-            .with_context(|| format!("video {} has no media file", s.video))?;
-        (p, s.start as usize, s.frames() as usize)
-    } else {
-        let m = match a.modality.as_str() {
-            "taylor" => mgscope::extract::Modality::Taylor,
-            "flow" => mgscope::extract::Modality::Flow,
-            "depth" => mgscope::extract::Modality::Depth,
-            other => bail!("--modality {other:?}: expected rgb, taylor, flow or depth"),
-        };
-        let p = mgscope::extract::output_path(
-            ds.root(),
-            m,
-            &s.clip_id,
-            mgscope::extract::OutFormat::Mp4,
-        );
-        if !p.exists() {
-            bail!(
-                "{} is missing: run `mgscope extract {} --modality {} --format mp4` first",
-                p.display(),
-                ds.root().display(),
-                a.modality
-            );
-        }
-        (p, 0, 0)
-    };
-    if !readers.open.contains_key(&path) {
-        let r = VideoReader::open(&path)?;
-        readers.open.insert(path.clone(), r);
-    }
-    let reader = readers
-        .open
-        .get_mut(&path)
-        .context("video reader vanished")?;
-    let n = if n == 0 { reader.len() } else { n };
-    let mut frame = |i: usize| -> Result<Rgb, ModelError> {
-        let f = reader.frame(first + i).map_err(|e| {
-            ModelError::Input(format!("{}: frame {}: {e}", path.display(), first + i))
-        })?;
-        Ok(Rgb {
-            width: f.width as usize,
-            height: f.height as usize,
-            data: f.data,
-        })
-    };
-    match model.arch.inputs {
-        Inputs::Video if model.arch.name.starts_with("swin") => Ok(predict_swin_clip(
-            model,
-            n,
-            &mut frame,
-            &SwinViewConfig::swin(views),
-            a.batch,
-        )?),
-        _ => {
-            let kp = ds
-                .sample_keypoints(s)?
-                .context("no keypoints (MMCompact needs them)")?;
-            let hw = *videos
-                .get(&s.video)
-                .with_context(|| format!("video {} has no frame size", s.video))?;
-            let cfg = if model.arch.inputs == Inputs::RgbPose {
-                RgbPoseViewConfig::rgbpose(views)
-            } else {
-                RgbPoseViewConfig::rgb_only(views)
-            };
-            Ok(predict_rgb_clip(
-                model, &kp, hw, &mut frame, skeleton, &cfg, a.batch,
-            )?)
-        }
-    }
 }

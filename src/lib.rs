@@ -8,6 +8,7 @@ pub mod dataset;
 pub mod demo;
 pub mod ensemble;
 pub mod error;
+pub mod inference;
 pub mod modality;
 pub mod nn;
 pub mod pickle;

@@ -127,6 +127,8 @@ pub enum ModelError {
     Input(String),
     #[error("forward pass: {0}")]
     Forward(#[from] candle_core::Error),
+    #[error("cancelled")]
+    Cancelled,
 }
 
 impl Model {

@@ -8,6 +8,7 @@
 //! `Views::Fast` is the validation protocol: one clip, no flip.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use candle_core::{Device, Tensor, D};
 
@@ -160,18 +161,45 @@ impl PoseViews {
     }
 }
 
-/// Softmax per view, summed; divide by the view count at the end.
-#[derive(Debug, Clone)]
-pub struct ProbMean {
-    sums: Vec<Vec<f64>>,
-    views: usize,
+/// What a caller running predictions in the background can ask for: stop between forward
+/// passes, and hear how many views are done.
+#[derive(Default, Clone, Copy)]
+pub struct Hooks<'a> {
+    pub cancel: Option<&'a AtomicBool>,
+    /// `(views done, views in the clip)`
+    pub progress: Option<&'a (dyn Fn(usize, usize) + Sync)>,
 }
 
-impl ProbMean {
+impl Hooks<'_> {
+    fn check(&self) -> Result<(), ModelError> {
+        match self.cancel {
+            Some(c) if c.load(Ordering::Relaxed) => Err(ModelError::Cancelled),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Softmax per view, summed; divide by the view count at the end.
+#[derive(Clone)]
+pub struct ProbMean<'a> {
+    sums: Vec<Vec<f64>>,
+    views: usize,
+    total: usize,
+    hooks: Hooks<'a>,
+}
+
+impl<'a> ProbMean<'a> {
     pub fn new(heads: usize, classes: usize) -> Self {
+        Self::with_hooks(heads, classes, 0, Hooks::default())
+    }
+
+    /// `total` views are expected; `hooks` are consulted before and after every batch.
+    pub fn with_hooks(heads: usize, classes: usize, total: usize, hooks: Hooks<'a>) -> Self {
         ProbMean {
             sums: vec![vec![0.0; classes]; heads],
             views: 0,
+            total,
+            hooks,
         }
     }
 
@@ -189,7 +217,10 @@ impl ProbMean {
             }
         }
         self.views += batch;
-        Ok(())
+        if let Some(p) = self.hooks.progress {
+            p(self.views, self.total);
+        }
+        self.hooks.check()
     }
 
     pub fn views(&self) -> usize {
@@ -211,14 +242,21 @@ pub fn predict_pose_clip(
     model: &Model,
     views: &PoseViews,
     batch: usize,
+    hooks: Hooks<'_>,
 ) -> Result<Vec<Vec<f32>>, ModelError> {
+    hooks.check()?;
     if model.arch.inputs != Inputs::Heatmaps {
         return Err(ModelError::Input(format!(
             "{} does not take heatmap volumes",
             model.arch.name
         )));
     }
-    let mut acc = ProbMean::new(model.arch.heads.len(), model.num_classes);
+    let mut acc = ProbMean::with_hooks(
+        model.arch.heads.len(),
+        model.num_classes,
+        views.view_count(),
+        hooks,
+    );
     let mut pending: Vec<Tensor> = Vec::new();
     let mut flush = |pending: &mut Vec<Tensor>| -> Result<(), ModelError> {
         if pending.is_empty() {
@@ -299,8 +337,18 @@ fn sampled_frames(
 
 /// Runs a video model (Swin or RGB SlowOnly on one input) over views given as `[3, T, H, W]`
 /// tensors, `batch` per forward pass.
-fn run_views(model: &Model, views: Vec<Tensor>, batch: usize) -> Result<Vec<Vec<f32>>, ModelError> {
-    let mut acc = ProbMean::new(model.arch.heads.len(), model.num_classes);
+fn run_views(
+    model: &Model,
+    views: Vec<Tensor>,
+    batch: usize,
+    hooks: Hooks<'_>,
+) -> Result<Vec<Vec<f32>>, ModelError> {
+    let mut acc = ProbMean::with_hooks(
+        model.arch.heads.len(),
+        model.num_classes,
+        views.len(),
+        hooks,
+    );
     for chunk in views.chunks(batch.max(1)) {
         let x = Tensor::stack(chunk, 0)?;
         acc.add(&model.forward(&[x])?)?;
@@ -315,7 +363,9 @@ pub fn predict_swin_clip(
     frame: &mut FrameSource<'_>,
     cfg: &SwinViewConfig,
     batch: usize,
+    hooks: Hooks<'_>,
 ) -> Result<Vec<Vec<f32>>, ModelError> {
+    hooks.check()?;
     if model.arch.inputs != Inputs::Video {
         return Err(ModelError::Input(format!(
             "{} does not take a video clip",
@@ -345,7 +395,7 @@ pub fn predict_swin_clip(
             views.push(normalize_clip(&cropped, IMAGENET_MEAN, IMAGENET_STD)?);
         }
     }
-    run_views(model, views, batch)
+    run_views(model, views, batch, hooks)
 }
 
 /// RGB SlowOnly (`rgb_only.py`) and RGBPoseConv3D views.
@@ -385,6 +435,7 @@ impl RgbPoseViewConfig {
 /// RGB SlowOnly or RGBPoseConv3D on one clip: MMUniformSampleFrames per modality, one
 /// MMCompact box from the keypoints (the sampled pose frames for RGBPose, all frames for
 /// `rgb_only`, as pyskl's MMDecode leaves them), both resized to a square.
+#[allow(clippy::too_many_arguments)]
 pub fn predict_rgb_clip(
     model: &Model,
     kp: &Keypoints,
@@ -393,7 +444,9 @@ pub fn predict_rgb_clip(
     skeleton: &Skeleton,
     cfg: &RgbPoseViewConfig,
     batch: usize,
+    hooks: Hooks<'_>,
 ) -> Result<Vec<Vec<f32>>, ModelError> {
+    hooks.check()?;
     let bad = |e: crate::modality::error::ModalityError| ModelError::Input(e.to_string());
     let n = kp.frames;
     if n == 0 {
@@ -431,7 +484,7 @@ pub fn predict_rgb_clip(
         .map(|c| normalize_clip(c, IMIGUE_MEAN, IMIGUE_STD))
         .collect::<candle_core::Result<_>>()?;
     if !rgb_pose {
-        return run_views(model, rgb_views, batch);
+        return run_views(model, rgb_views, batch, hooks);
     }
     let params = HeatmapParams {
         scaling: cfg.scaling,
@@ -440,7 +493,12 @@ pub fn predict_rgb_clip(
     let (m, v, l) = (pose.num_persons, pose.num_keypoints, cfg.pose_len);
     let kp_all = pose.keypoints_f32();
     let (h, w) = pose.img_shape;
-    let mut acc = ProbMean::new(model.arch.heads.len(), model.num_classes);
+    let mut acc = ProbMean::with_hooks(
+        model.arch.heads.len(),
+        model.num_classes,
+        rgb_views.len(),
+        hooks,
+    );
     let mut pending: Vec<(Tensor, Tensor)> = Vec::new();
     for (c, rgb) in rgb_views.into_iter().enumerate() {
         let mut k = Vec::with_capacity(m * l * v * 2);
