@@ -207,14 +207,7 @@ impl ClipPredictor {
             RgbPoseViewConfig::rgb_only(views)
         };
         Ok(predict_rgb_clip(
-            model,
-            &kp,
-            hw,
-            &mut frame,
-            &skeleton,
-            &cfg,
-            batch,
-            hooks,
+            model, &kp, hw, &mut frame, &skeleton, &cfg, batch, hooks,
         )?)
     }
 }

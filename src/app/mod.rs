@@ -3,6 +3,7 @@
 //! prediction/ensemble/training tabs build on it.
 
 mod clip_view;
+mod predictions;
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -75,12 +76,14 @@ struct MgApp {
     clip_for: Option<String>,
     /// A selection to apply at the next frame, where the egui context is at hand.
     pending_select: Option<usize>,
+    predictions: predictions::Predictions,
 }
 
 impl MgApp {
     fn open(&mut self, dir: &Path) {
         match Dataset::open(dir) {
             Ok(ds) => {
+                self.predictions.load_streams(&ds);
                 self.dataset = Some(ds);
                 self.selected = None;
                 self.clip = None;
@@ -337,6 +340,9 @@ impl eframe::App for MgApp {
     fn ui(&mut self, ui: &mut egui::Ui, frame: &mut eframe::Frame) {
         let ctx = ui.ctx().clone();
         self.poll_jobs();
+        let open = self.current().cloned();
+        self.predictions
+            .poll(self.dataset.as_ref(), open.as_ref(), &ctx);
         self.keyboard(&ctx);
         if let Some(i) = self.pending_select.take() {
             self.select(Some(i), &ctx);
@@ -511,6 +517,10 @@ impl MgApp {
             ui.label(if s.reviewed { "yes" } else { "no" });
             ui.end_row();
         });
+        ui.separator();
+        egui::CollapsingHeader::new("Predictions")
+            .default_open(true)
+            .show(ui, |ui| self.predictions.ui(ui, &tax, &s));
         ui.separator();
         ui.label("Relabel (click a class):");
         let mut chosen = None;
