@@ -168,7 +168,15 @@ enum Command {
     },
     /// Open the desktop app.
     #[cfg(feature = "gui")]
-    Gui { dataset: Option<PathBuf> },
+    Gui {
+        dataset: Option<PathBuf>,
+        /// A checkpoint whose predictions the Predictions panel computes for each opened clip.
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// Its architecture (see `probe infer --help`).
+        #[arg(long, default_value = "posec3d-joint36")]
+        arch: String,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -233,7 +241,7 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     let Some(command) = cli.command else {
         #[cfg(feature = "gui")]
-        return mgscope::app::run(None);
+        return mgscope::app::run(None, None);
         #[cfg(not(feature = "gui"))]
         bail!("this mgscope was built without the `gui` feature; see `mgscope --help`");
     };
@@ -500,7 +508,11 @@ fn run(cli: Cli) -> Result<()> {
         #[cfg(feature = "video")]
         Command::Probe { what } => cli_probe::run(what)?,
         #[cfg(feature = "gui")]
-        Command::Gui { dataset } => mgscope::app::run(dataset)?,
+        Command::Gui {
+            dataset,
+            checkpoint,
+            arch,
+        } => mgscope::app::run(dataset, checkpoint.map(|c| (arch, c)))?,
     }
     Ok(())
 }

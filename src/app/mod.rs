@@ -27,7 +27,8 @@ pub fn default_demo_dir() -> PathBuf {
 }
 
 /// Opens the window. `dataset`: a dataset folder; `None` reopens the last one or offers the demo.
-pub fn run(dataset: Option<PathBuf>) -> Result<()> {
+/// Opens the window; `checkpoint` = (architecture, file) to load into the Predictions panel.
+pub fn run(dataset: Option<PathBuf>, checkpoint: Option<(String, PathBuf)>) -> Result<()> {
     let options = eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()
             .with_title("mgscope")
@@ -46,6 +47,9 @@ pub fn run(dataset: Option<PathBuf>) -> Result<()> {
             let mut app = MgApp::default();
             if let Some(p) = dataset.or(last) {
                 app.open(&p);
+            }
+            if let Some((arch, ckpt)) = checkpoint {
+                app.predictions.load_from(arch, ckpt, &cc.egui_ctx);
             }
             Ok(Box::new(app))
         }),

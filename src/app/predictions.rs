@@ -216,6 +216,12 @@ impl Predictions {
         self.job = Some(job);
     }
 
+    /// Loads `path` as `arch` in the background.
+    pub fn load_from(&mut self, arch: String, path: PathBuf, ctx: &egui::Context) {
+        self.arch = arch;
+        self.load_checkpoint(path, ctx);
+    }
+
     fn load_checkpoint(&mut self, path: PathBuf, ctx: &egui::Context) {
         let tx = self.tx.clone();
         let arch = self.arch.clone();
@@ -246,21 +252,30 @@ impl Predictions {
     }
 
     fn rows_ui(ui: &mut egui::Ui, tax: &Taxonomy, p: &[f32], truth: Option<u32>) {
+        let green = egui::Color32::from_rgb(90, 190, 110);
+        let red = egui::Color32::from_rgb(230, 110, 90);
         for (rank, (c, v)) in top_k(p, 5).into_iter().enumerate() {
             let hit = truth == Some(c as u32);
             let text = format!("{:>5.1} %  {:>2} {}", v * 100.0, c, tax.name_of(c as u32));
-            let label = if rank == 0 && hit {
-                egui::RichText::new(format!("✔ {text}"))
-                    .color(egui::Color32::from_rgb(90, 190, 110))
-            } else if rank == 0 && truth.is_some() {
-                egui::RichText::new(format!("✘ {text}"))
-                    .color(egui::Color32::from_rgb(230, 110, 90))
-            } else if hit {
-                egui::RichText::new(format!("  {text}")).strong()
-            } else {
-                egui::RichText::new(format!("  {text}"))
-            };
-            ui.label(label.monospace());
+            ui.horizontal(|ui| {
+                // ASCII markers: egui's bundled fonts have no check-mark glyph.
+                let (mark, color) = match (rank, hit, truth.is_some()) {
+                    (0, true, _) => ("+", Some(green)),
+                    (0, false, true) => ("x", Some(red)),
+                    (_, true, _) => ("*", None),
+                    _ => (" ", None),
+                };
+                let mut m = egui::RichText::new(mark);
+                let mut t = egui::RichText::new(text).monospace();
+                if let Some(c) = color {
+                    m = m.color(c);
+                    t = t.color(c);
+                } else if hit {
+                    t = t.strong();
+                }
+                ui.add_sized([12.0, 14.0], egui::Label::new(m));
+                ui.label(t);
+            });
         }
     }
 
@@ -349,7 +364,11 @@ impl Predictions {
                 ui.add(
                     egui::ProgressBar::new(if n > 0 { d as f32 / n as f32 } else { 0.0 })
                         .desired_width(180.0)
-                        .text(format!("computing… {d}/{n} views")),
+                        .text(if n > 0 {
+                            format!("computing… {d}/{n} views")
+                        } else {
+                            "computing… (preparing views)".to_string()
+                        }),
                 );
                 if ui.button("Cancel").clicked() {
                     j.cancel.store(true, Ordering::Relaxed);
