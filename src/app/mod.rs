@@ -3,6 +3,7 @@
 //! prediction/ensemble/training tabs build on it.
 
 mod clip_view;
+mod ensemble_panel;
 mod predictions;
 
 use std::path::{Path, PathBuf};
@@ -81,6 +82,18 @@ struct MgApp {
     /// A selection to apply at the next frame, where the egui context is at hand.
     pending_select: Option<usize>,
     predictions: predictions::Predictions,
+    ensemble: ensemble_panel::EnsemblePanel,
+    /// The browser shows only these clips (a confusion-matrix cell).
+    cell_filter: Option<ensemble_panel::CellFilter>,
+    tab: Tab,
+}
+
+#[derive(Default, Clone, Copy, PartialEq, Eq)]
+enum Tab {
+    #[default]
+    Label,
+    Predictions,
+    Ensemble,
 }
 
 impl MgApp {
@@ -88,6 +101,8 @@ impl MgApp {
         match Dataset::open(dir) {
             Ok(ds) => {
                 self.predictions.load_streams(&ds);
+                self.ensemble.load(&ds, Split::Val);
+                self.cell_filter = None;
                 self.dataset = Some(ds);
                 self.selected = None;
                 self.clip = None;
@@ -145,6 +160,11 @@ impl MgApp {
             .iter()
             .enumerate()
             .filter(|(_, s)| self.split_filter.is_none_or(|sp| s.split == sp))
+            .filter(|(_, s)| {
+                self.cell_filter
+                    .as_ref()
+                    .is_none_or(|c| c.clips.contains(&s.clip_id))
+            })
             .filter(|(_, s)| {
                 f.is_empty()
                     || s.clip_id.to_lowercase().contains(&f)
@@ -405,8 +425,29 @@ impl eframe::App for MgApp {
             .show(ui, |ui| self.sample_list(ui));
 
         egui::Panel::right("details")
-            .default_size(330.0)
-            .show(ui, |ui| self.details(ui));
+            .default_size(360.0)
+            .show(ui, |ui| {
+                ui.horizontal(|ui| {
+                    ui.selectable_value(&mut self.tab, Tab::Label, "Label");
+                    ui.selectable_value(&mut self.tab, Tab::Predictions, "Predictions");
+                    ui.selectable_value(&mut self.tab, Tab::Ensemble, "Ensemble");
+                });
+                ui.separator();
+                match self.tab {
+                    Tab::Label => self.details(ui),
+                    Tab::Predictions => self.predictions_tab(ui),
+                    Tab::Ensemble => {
+                        if let Some(ds) = &self.dataset {
+                            let tax = ds.taxonomy().clone();
+                            egui::ScrollArea::vertical().show(ui, |ui| {
+                                if let Some(c) = self.ensemble.ui(ui, ds, &tax) {
+                                    self.cell_filter = Some(c);
+                                }
+                            });
+                        }
+                    }
+                }
+            });
 
         egui::CentralPanel::default().show(ui, |ui| match (&mut self.clip, &self.dataset) {
             (Some(c), Some(ds)) => c.ui(ui, ds),
@@ -439,6 +480,22 @@ impl MgApp {
                 ui.selectable_value(&mut self.split_filter, Some(sp), sp.as_str());
             }
         });
+        let mut clear = false;
+        if let (Some(c), Some(ds)) = (&self.cell_filter, &self.dataset) {
+            let tax = ds.taxonomy();
+            ui.horizontal(|ui| {
+                ui.label(format!(
+                    "cell: {} → {} ({} clips)",
+                    tax.name_of(c.truth),
+                    tax.name_of(c.predicted),
+                    c.clips.len()
+                ));
+                clear = ui.button("clear").clicked();
+            });
+        }
+        if clear {
+            self.cell_filter = None;
+        }
         ui.separator();
         if self.dataset.is_none() {
             ui.label("Open a dataset folder, or generate the demo dataset.");
@@ -486,6 +543,18 @@ impl MgApp {
         }
     }
 
+    fn predictions_tab(&mut self, ui: &mut egui::Ui) {
+        let (Some(s), Some(tax)) = (
+            self.current().cloned(),
+            self.dataset.as_ref().map(|d| d.taxonomy().clone()),
+        ) else {
+            ui.weak("Select a sample: each stream's top-5, the ensemble and live predictions.");
+            return;
+        };
+        ui.heading(&s.clip_id);
+        egui::ScrollArea::vertical().show(ui, |ui| self.predictions.ui(ui, &tax, &s));
+    }
+
     fn details(&mut self, ui: &mut egui::Ui) {
         let Some(s) = self.current().cloned() else {
             ui.centered_and_justified(|ui| ui.label("The sample's facts, classes and history."));
@@ -521,10 +590,6 @@ impl MgApp {
             ui.label(if s.reviewed { "yes" } else { "no" });
             ui.end_row();
         });
-        ui.separator();
-        egui::CollapsingHeader::new("Predictions")
-            .default_open(true)
-            .show(ui, |ui| self.predictions.ui(ui, &tax, &s));
         ui.separator();
         ui.label("Relabel (click a class):");
         let mut chosen = None;
