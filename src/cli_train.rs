@@ -106,6 +106,9 @@ pub fn run(a: TrainArgs) -> Result<()> {
     eprintln!("run folder: {}", out.display());
     let s = train::train(&dataset, cfg.as_ref(), &opts)
         .with_context(|| format!("training run {}", out.display()))?;
+    for n in &s.notes {
+        eprintln!("note: {n}");
+    }
     if let Some(r) = &s.init_report {
         eprintln!("init: {r}");
     }
@@ -123,6 +126,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
             "val_clips": s.val_clips,
             "init": s.init_report,
             "skipped": s.skipped,
+            "notes": s.notes,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {

@@ -37,49 +37,78 @@ pub struct PoseItem {
     pub img_hw: (usize, usize),
 }
 
-/// The samples of one split that have keypoints and a frame size, in the dataset's order;
-/// `skipped` names the others and why.
+/// The samples of one split that have keypoints, in the dataset's order; `skipped` names the
+/// others and why, `notes` what was assumed.
 pub struct SplitItems {
     pub items: Vec<PoseItem>,
     pub skipped: Vec<String>,
+    pub notes: Vec<String>,
 }
 
 pub fn load_split(ds: &Dataset, split: &str, labelled_only: bool) -> Result<SplitItems> {
     let split = Split::parse(split).ok_or_else(|| {
-        TrainError::Invalid(format!(
-            "split {split:?}: expected train, val, test or none"
-        ))
+        TrainError::Invalid(format!("split {split:?}: expected train, val, test or none"))
     })?;
-    let sizes: HashMap<String, (usize, usize)> = ds
+    let mut sizes: HashMap<String, Option<(usize, usize)>> = ds
         .videos()?
         .into_iter()
-        .filter_map(|v| Some((v.vid, (v.height? as usize, v.width? as usize))))
+        .map(|v| {
+            let hw = v.height.zip(v.width).map(|(h, w)| (h as usize, w as usize));
+            (v.vid, hw)
+        })
         .collect();
-    let mut items = Vec::new();
-    let mut skipped = Vec::new();
+    let mut out = SplitItems {
+        items: Vec::new(),
+        skipped: Vec::new(),
+        notes: Vec::new(),
+    };
     for s in ds.samples()?.into_iter().filter(|s| s.split == split) {
         if labelled_only && s.label.is_none() {
-            skipped.push(format!("{}: unlabelled", s.clip_id));
+            out.skipped.push(format!("{}: unlabelled", s.clip_id));
             continue;
         }
-        let Some(&img_hw) = sizes.get(&s.video) else {
-            skipped.push(format!(
-                "{}: video {} has no frame size",
-                s.clip_id, s.video
-            ));
+        let Some(kp) = ds.sample_keypoints(&s)?.filter(|k| k.frames > 0) else {
+            out.skipped.push(format!("{}: no keypoints", s.clip_id));
             continue;
         };
-        match ds.sample_keypoints(&s)? {
-            Some(kp) if kp.frames > 0 => items.push(PoseItem {
-                clip_id: s.clip_id,
-                label: s.label,
-                keypoints: kp,
-                img_hw,
-            }),
-            _ => skipped.push(format!("{}: no keypoints", s.clip_id)),
+        let img_hw = match sizes.get(&s.video).copied().flatten() {
+            Some(hw) => hw,
+            None => {
+                // Without media (a headless import) the frame size is unknown. PoseCompact
+                // with allow_imgpad only falls back to the frame for near-empty clips, so
+                // the keypoints' extent over the whole video stands in for it.
+                let hw = ds
+                    .video_keypoints(&s.video)?
+                    .map(|k| keypoint_extent(&k))
+                    .unwrap_or((1, 1));
+                out.notes.push(format!(
+                    "video {}: no frame size; using the keypoints' extent {}×{}",
+                    s.video, hw.1, hw.0
+                ));
+                sizes.insert(s.video.clone(), Some(hw));
+                hw
+            }
+        };
+        out.items.push(PoseItem {
+            clip_id: s.clip_id,
+            label: s.label,
+            keypoints: kp,
+            img_hw,
+        });
+    }
+    Ok(out)
+}
+
+/// (h, w) that holds every keypoint: one past the largest coordinate.
+fn keypoint_extent(k: &Keypoints) -> (usize, usize) {
+    let (mut mx, mut my) = (0f32, 0f32);
+    for p in k.data.chunks_exact(3) {
+        if p[0].is_finite() && p[1].is_finite() {
+            mx = mx.max(p[0]);
+            my = my.max(p[1]);
         }
     }
-    Ok(SplitItems { items, skipped })
+    (my.ceil() as usize + 1, mx.ceil() as usize + 1)
 }
 
 /// The train and val transforms of one config.

@@ -121,6 +121,8 @@ pub struct RunSummary {
     /// The `model.init` transfer report, when weights were loaded.
     pub init_report: Option<String>,
     pub skipped: Vec<String>,
+    /// Assumptions made about the data (missing frame sizes).
+    pub notes: Vec<String>,
 }
 
 /// The flag a SIGINT sets: [`install_interrupt_handler`] connects it.
@@ -227,6 +229,8 @@ pub fn train(dataset: &Path, cfg: Option<&TrainConfig>, opts: &RunOptions) -> Re
     }
     let mut skipped = train.skipped.clone();
     skipped.extend(val.skipped.iter().cloned());
+    let mut notes = train.notes.clone();
+    notes.extend(val.notes.iter().filter(|n| !notes.contains(n)).cloned().collect::<Vec<_>>());
     let pipeline = Arc::new(Pipeline::new(d.clone(), cfg.skeleton()?));
     let net = build_net(&cfg, classes, &opts.device)?;
     let seed = cfg.run.seed;
@@ -380,6 +384,7 @@ pub fn train(dataset: &Path, cfg: Option<&TrainConfig>, opts: &RunOptions) -> Re
                     val_clips: val_items.len(),
                     init_report,
                     skipped,
+                    notes,
                 });
             }
             wait = Instant::now();
@@ -420,6 +425,7 @@ pub fn train(dataset: &Path, cfg: Option<&TrainConfig>, opts: &RunOptions) -> Re
         val_clips: val_items.len(),
         init_report,
         skipped,
+        notes,
     })
 }
 
