@@ -13,6 +13,7 @@ pub mod modality;
 pub mod nn;
 pub mod pickle;
 pub mod store;
+pub mod train;
 pub mod util;
 
 #[cfg(feature = "video")]

@@ -17,6 +17,7 @@ mod cli_ensemble;
 mod cli_predict;
 #[cfg(feature = "video")]
 mod cli_probe;
+mod cli_train;
 
 #[derive(Parser)]
 #[command(
@@ -160,6 +161,8 @@ enum Command {
     /// Run a checkpoint over a split with the reference test protocol; writes the pyskl /
     /// mmaction2 score dump (.pkl) and its clip ids.
     Predict(Box<cli_predict::PredictArgs>),
+    /// Train PoseC3D on a dataset (pyskl configs as presets); resumable runs in a folder.
+    Train(Box<cli_train::TrainArgs>),
     /// Low-level checks on single files.
     #[cfg(feature = "video")]
     Probe {
@@ -448,6 +451,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Ensemble(args) => cli_ensemble::run(*args)?,
         Command::Predict(args) => cli_predict::run(*args)?,
+        Command::Train(args) => cli_train::run(*args)?,
         #[cfg(feature = "video")]
         Command::Extract {
             dataset,

@@ -334,11 +334,13 @@ fn materialize(
 }
 
 /// Keys a checkpoint may hold that no model requests: BatchNorm's step counter, Swin's
-/// relative-position index (recomputed), mmaction2 1.x's preprocessor statistics.
+/// relative-position index (recomputed), mmaction2 1.x's preprocessor statistics, and the
+/// optimiser and counter state `mgscope train` stores beside the weights.
 pub fn is_ignorable_buffer(key: &str) -> bool {
     key.ends_with("num_batches_tracked")
         || key.ends_with("relative_position_index")
         || key.starts_with("data_preprocessor.")
+        || key.starts_with("train.")
 }
 
 /// What loading found beyond the keys that matched.

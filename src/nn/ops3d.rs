@@ -93,6 +93,25 @@ fn conv3d_budget(x: &Tensor, kernel: &Tensor, cfg: &Conv3dConfig, budget: usize)
         .pad_with_zeros(3, ph, ph)?
         .pad_with_zeros(4, pw, pw)?;
     let per_frame = c * taps * h_out * w_out;
+    if n > 1 && n * t_out * per_frame <= budget {
+        // The whole batch fits one im2col: no per-item `get`, whose backward would scatter
+        // each item's gradient into a zero tensor of the full batch (N× the traffic in
+        // training).
+        let mut cols = Vec::with_capacity(taps);
+        for a in 0..kt {
+            let xt = take_dim(&x, 2, a * dt, st, t_out)?;
+            for r in 0..kh {
+                let xh = take_dim(&xt, 3, r * dh, sh, h_out)?;
+                for e in 0..kw {
+                    cols.push(take_dim(&xh, 4, e * dw, sw, w_out)?);
+                }
+            }
+        }
+        let cols = Tensor::cat(&cols, 1)?.reshape((n, taps * c, t_out * h_out * w_out))?;
+        return wmat
+            .broadcast_matmul(&cols)?
+            .reshape((n, o, t_out, h_out, w_out));
+    }
     let chunk = (budget / per_frame.max(1)).clamp(1, t_out);
     let mut items = Vec::with_capacity(n);
     for b in 0..n {

@@ -4,15 +4,19 @@
 //! `ResNet3dPathway`; pyskl `pyskl/models/cnns/resnet3d.py` has the same maths), plus
 //! `I3DHead` (`mmaction/models/heads/i3d_head.py`). Weights are named by the checkpoint's own
 //! keys (`backbone.conv1.conv.weight`, `backbone.layer1.0.conv2.bn.running_mean`,
-//! `cls_head.fc_cls.weight`). Inference only so far: BatchNorm uses its running statistics.
+//! `cls_head.fc_cls.weight`). `Module::forward` is inference (BatchNorm on its running
+//! statistics, no dropout); `forward_t(x, true)` is PyTorch's `train()` mode: BatchNorm on batch
+//! statistics with the running-stat update of `torch.nn.BatchNorm3d`, dropout in the head.
 //!
 //! Scope: depth ≥ 50 (Bottleneck3d, expansion 4), `style='pytorch'`, `inflate_style='3x1x1'`,
 //! dilation 1 and no non-local blocks: every PoseC3D / SlowOnly / RGBPose config in use.
 
-use candle_core::{Result, Tensor};
-use candle_nn::{
-    batch_norm, linear, BatchNorm, BatchNormConfig, Linear, Module, ModuleT, VarBuilder,
-};
+use std::sync::Mutex;
+
+use candle_core::{Result, Tensor, Var};
+use candle_nn::{linear, Init, Linear, Module, VarBuilder};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
 use super::ops3d::{conv3d, global_avg_pool3d, max_pool3d, Conv3dConfig, Triple};
 
@@ -109,10 +113,103 @@ impl Config {
     }
 }
 
+/// `torch.nn.BatchNorm3d(eps=1e-5, momentum=0.1)` (`torch/nn/modules/batchnorm.py`, the
+/// `norm_cfg=BN3d` of every ResNet3d config). candle's own `BatchNorm` transposes the whole
+/// activation to a channel-major copy in training mode; reducing `[N, C, T·H·W]` in place is
+/// cheaper on these volumes.
+pub(crate) struct BatchNorm3d {
+    weight: Tensor,
+    bias: Tensor,
+    running_mean: Var,
+    running_var: Var,
+    eps: f64,
+    momentum: f64,
+}
+
+impl BatchNorm3d {
+    pub(crate) fn new(channels: usize, vb: VarBuilder) -> Result<Self> {
+        let weight = vb.get_with_hints(channels, "weight", Init::Const(1.))?;
+        let bias = vb.get_with_hints(channels, "bias", Init::Const(0.))?;
+        let mean = vb.get_with_hints(channels, "running_mean", Init::Const(0.))?;
+        let var = vb.get_with_hints(channels, "running_var", Init::Const(1.))?;
+        // Built from a VarMap the statistics already are variables and `from_tensor` shares
+        // their storage, so the updates below are what a checkpoint of the VarMap saves.
+        Ok(BatchNorm3d {
+            weight,
+            bias,
+            running_mean: Var::from_tensor(&mean)?,
+            running_var: Var::from_tensor(&var)?,
+            eps: 1e-5,
+            momentum: 0.1,
+        })
+    }
+
+    /// Train: normalise by the batch's mean and biased variance over (N, T, H, W), and move the
+    /// running statistics towards the batch mean and the *unbiased* variance, as PyTorch does.
+    /// Eval: the running statistics, with the operations of candle's `BatchNorm::forward_eval`
+    /// so inference is unchanged against the parity fixtures.
+    pub(crate) fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let c = self.weight.dim(0)?;
+        if dims.len() < 2 || dims[1] != c {
+            candle_core::bail!("batch-norm: input {dims:?} does not have {c} channels in dim 1");
+        }
+        let n = dims[0];
+        let per = x.elem_count() / (n * c).max(1);
+        if !train {
+            let shape: Vec<usize> = dims
+                .iter()
+                .enumerate()
+                .map(|(i, &d)| if i == 1 { d } else { 1 })
+                .collect();
+            let shape = shape.as_slice();
+            let mean = self.running_mean.as_detached_tensor().reshape(shape)?;
+            let var = self.running_var.as_detached_tensor().reshape(shape)?;
+            let y = x
+                .broadcast_sub(&mean)?
+                .broadcast_div(&(var + self.eps)?.sqrt()?)?;
+            return y
+                .broadcast_mul(&self.weight.reshape(shape)?)?
+                .broadcast_add(&self.bias.reshape(shape)?);
+        }
+        let count = n * per;
+        if count < 2 {
+            // PyTorch refuses too: the unbiased variance of one value is undefined.
+            candle_core::bail!(
+                "batch-norm in training mode needs more than one value per channel, got {dims:?}"
+            );
+        }
+        let xr = x.reshape((n, c, per))?;
+        let mean = (xr.sum_keepdim(2)?.sum_keepdim(0)? / count as f64)?;
+        let centred = xr.broadcast_sub(&mean)?;
+        let var = (centred.sqr()?.sum_keepdim(2)?.sum_keepdim(0)? / count as f64)?;
+        let scale = (var.clone() + self.eps)?
+            .sqrt()?
+            .recip()?
+            .broadcast_mul(&self.weight.reshape((1, c, 1))?)?;
+        let y = centred
+            .broadcast_mul(&scale)?
+            .broadcast_add(&self.bias.reshape((1, c, 1))?)?
+            .reshape(dims)?;
+        let m = self.momentum;
+        let batch_mean = mean
+            .detach()
+            .flatten_all()?
+            .to_dtype(self.running_mean.dtype())?;
+        let unbiased = (var.detach().flatten_all()? * (count as f64 / (count - 1) as f64))?
+            .to_dtype(self.running_var.dtype())?;
+        let new_mean = ((self.running_mean.as_detached_tensor() * (1.0 - m))? + (batch_mean * m)?)?;
+        let new_var = ((self.running_var.as_detached_tensor() * (1.0 - m))? + (unbiased * m)?)?;
+        self.running_mean.set(&new_mean)?;
+        self.running_var.set(&new_var)?;
+        Ok(y)
+    }
+}
+
 /// Conv (no bias) → BN (eps 1e-5) → optional ReLU: mmcv's `ConvModule` with `norm_cfg=BN3d`.
 pub(crate) struct ConvModule {
     weight: Tensor,
-    bn: Option<BatchNorm>,
+    bn: Option<BatchNorm3d>,
     cfg: Conv3dConfig,
     relu: bool,
 }
@@ -134,7 +231,7 @@ impl ConvModule {
             .get((cout, cin, kernel.0, kernel.1, kernel.2), "weight")?;
         // ConvModule without norm_cfg (RGBPose's pose→rgb lateral) has no `bn` keys at all.
         let bn = if with_bn {
-            Some(batch_norm(cout, BatchNormConfig::from(1e-5), vb.pp("bn"))?)
+            Some(BatchNorm3d::new(cout, vb.pp("bn"))?)
         } else {
             None
         };
@@ -149,13 +246,11 @@ impl ConvModule {
             relu,
         })
     }
-}
 
-impl Module for ConvModule {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    pub(crate) fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let y = conv3d(x, &self.weight, &self.cfg)?;
         let y = match &self.bn {
-            Some(bn) => bn.forward_t(&y, false)?,
+            Some(bn) => bn.forward_t(&y, train)?,
             None => y,
         };
         if self.relu {
@@ -163,6 +258,12 @@ impl Module for ConvModule {
         } else {
             Ok(y)
         }
+    }
+}
+
+impl Module for ConvModule {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_t(x, false)
     }
 }
 
@@ -245,13 +346,13 @@ impl Bottleneck3d {
     }
 }
 
-impl Module for Bottleneck3d {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = self
-            .conv3
-            .forward(&self.conv2.forward(&self.conv1.forward(x)?)?)?;
+impl Bottleneck3d {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let y = self.conv1.forward_t(x, train)?;
+        let y = self.conv2.forward_t(&y, train)?;
+        let y = self.conv3.forward_t(&y, train)?;
         let identity = match &self.downsample {
-            Some(d) => d.forward(x)?,
+            Some(d) => d.forward_t(x, train)?,
             None => x.clone(),
         };
         (y + identity)?.relu()
@@ -334,7 +435,11 @@ impl ResNet3dSlowOnly {
 
     /// `conv1` then `maxpool`.
     pub fn forward_stem(&self, x: &Tensor) -> Result<Tensor> {
-        let x = self.conv1.forward(x)?;
+        self.forward_stem_t(x, false)
+    }
+
+    pub fn forward_stem_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let x = self.conv1.forward_t(x, train)?;
         // The stem max-pool always runs (`with_pool1=True`), even with stride 1 (a 3×3 filter).
         let (pt, ps) = self.pool1_stride;
         max_pool3d(&x, (1, 3, 3), (pt, ps, ps), (0, 1, 1))
@@ -342,24 +447,28 @@ impl ResNet3dSlowOnly {
 
     /// Stage `i` (`layer{i+1}`) alone, without pool2: what RGBPoseConv3D's forward calls.
     pub fn forward_stage(&self, i: usize, x: &Tensor) -> Result<Tensor> {
+        self.forward_stage_t(i, x, false)
+    }
+
+    pub fn forward_stage_t(&self, i: usize, x: &Tensor, train: bool) -> Result<Tensor> {
         let stage = self
             .layers
             .get(i)
             .ok_or_else(|| candle_core::Error::Msg(format!("resnet3d: no stage {i}")))?;
         let mut x = x.clone();
         for block in stage {
-            x = block.forward(&x)?;
+            x = block.forward_t(&x, train)?;
         }
         Ok(x)
     }
 }
 
-impl Module for ResNet3dSlowOnly {
-    /// `ResNet3d.forward` with `out_indices` = the last stage.
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mut x = self.forward_stem(x)?;
+impl ResNet3dSlowOnly {
+    /// `ResNet3d.forward` with `out_indices` = the last stage; `train` as `nn.Module.train()`.
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let mut x = self.forward_stem_t(x, train)?;
         for i in 0..self.layers.len() {
-            x = self.forward_stage(i, &x)?;
+            x = self.forward_stage_t(i, &x, train)?;
             if i == 0 && self.with_pool2 {
                 x = max_pool3d(&x, (2, 1, 1), (2, 1, 1), (0, 0, 0))?;
             }
@@ -368,23 +477,83 @@ impl Module for ResNet3dSlowOnly {
     }
 }
 
-/// `I3DHead` / pyskl `SimpleHead` (3D): global average pool → (dropout) → `fc_cls`.
+impl Module for ResNet3dSlowOnly {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_t(x, false)
+    }
+}
+
+/// `I3DHead` / pyskl `SimpleHead` (3D): global average pool → dropout → `fc_cls`.
 pub struct I3DHead {
     fc_cls: Linear,
+    /// `dropout_ratio` (0.5 in every PoseC3D config).
+    pub dropout: f64,
+    /// The dropout masks come from this generator rather than candle's device RNG so that a
+    /// run is reproducible from its seed; the trainer reseeds it per iteration.
+    rng: Mutex<ChaCha8Rng>,
 }
 
 impl I3DHead {
     pub fn new(in_channels: usize, num_classes: usize, vb: VarBuilder) -> Result<Self> {
         Ok(I3DHead {
             fc_cls: linear(in_channels, num_classes, vb.pp("fc_cls"))?,
+            dropout: 0.5,
+            rng: Mutex::new(ChaCha8Rng::seed_from_u64(0)),
         })
+    }
+
+    /// Restarts the dropout mask generator.
+    pub fn set_dropout_seed(&self, seed: u64) -> Result<()> {
+        let mut rng = self
+            .rng
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("i3d head: dropout generator poisoned".into()))?;
+        *rng = ChaCha8Rng::seed_from_u64(seed);
+        Ok(())
+    }
+
+    /// `nn.Dropout(p)` in training mode: keep with probability 1 − p, scale kept values by
+    /// 1 / (1 − p).
+    fn dropout_mask(&self, dims: (usize, usize), device: &candle_core::Device) -> Result<Tensor> {
+        let p = self.dropout;
+        let keep = 1.0 / (1.0 - p);
+        let mut rng = self
+            .rng
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("i3d head: dropout generator poisoned".into()))?;
+        let mask: Vec<f32> = (0..dims.0 * dims.1)
+            .map(|_| {
+                if rng.random::<f64>() < p {
+                    0.0
+                } else {
+                    keep as f32
+                }
+            })
+            .collect();
+        Tensor::from_vec(mask, dims, device)
+    }
+
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let pooled = global_avg_pool3d(x)?;
+        let pooled = if train && self.dropout > 0.0 {
+            if self.dropout >= 1.0 {
+                pooled.zeros_like()?
+            } else {
+                let mask = self
+                    .dropout_mask(pooled.dims2()?, pooled.device())?
+                    .to_dtype(pooled.dtype())?;
+                (pooled * mask)?
+            }
+        } else {
+            pooled
+        };
+        self.fc_cls.forward(&pooled)
     }
 }
 
 impl Module for I3DHead {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        // Dropout is the identity at inference.
-        self.fc_cls.forward(&global_avg_pool3d(x)?)
+        self.forward_t(x, false)
     }
 }
 
@@ -407,9 +576,18 @@ impl PoseC3D {
     }
 }
 
+impl PoseC3D {
+    /// Logits `[N, classes]`; `train` switches BatchNorm to batch statistics (updating the
+    /// running ones) and turns the head's dropout on.
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.head
+            .forward_t(&self.backbone.forward_t(x, train)?, train)
+    }
+}
+
 impl Module for PoseC3D {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.head.forward(&self.backbone.forward(x)?)
+        self.forward_t(x, false)
     }
 }
 
@@ -501,6 +679,134 @@ mod tests {
         assert_eq!(
             net.backbone.forward(&x).expect("f").dims(),
             [1, 256, 2, 2, 2]
+        );
+    }
+
+    fn set(vm: &VarMap, key: &str, v: &[f32]) {
+        let data = vm.data().lock().expect("lock");
+        let t = Tensor::new(v, &Device::Cpu).expect("t");
+        data.get(key).expect(key).set(&t).expect("set");
+    }
+
+    fn get(vm: &VarMap, key: &str) -> Vec<f32> {
+        let data = vm.data().lock().expect("lock");
+        data.get(key).expect(key).as_tensor().to_vec1().expect("v")
+    }
+
+    #[test]
+    fn train_mode_batch_norm_matches_a_hand_computation() {
+        let dev = Device::Cpu;
+        let vm = VarMap::new();
+        let bn = BatchNorm3d::new(2, VarBuilder::from_varmap(&vm, DType::F32, &dev).pp("bn"))
+            .expect("bn");
+        set(&vm, "bn.weight", &[2.0, 0.5]);
+        set(&vm, "bn.bias", &[0.1, -1.0]);
+        // [N=2, C=2, T=1, H=1, W=2]: channel 0 holds 1, 2, 3, 6 (mean 3, biased var 3.5,
+        // unbiased 14/3); channel 1 holds 0, 0, 4, 4 (mean 2, var 4, unbiased 16/3).
+        let x = Tensor::new(&[1f32, 2., 0., 0., 3., 6., 4., 4.], &dev)
+            .and_then(|t| t.reshape((2, 2, 1, 1, 2)))
+            .expect("x");
+        let y = bn.forward_t(&x, true).expect("train");
+        let y: Vec<f32> = y.flatten_all().and_then(|t| t.to_vec1()).expect("y");
+        let (s0, s1) = ((3.5f64 + 1e-5).sqrt(), (4f64 + 1e-5).sqrt());
+        let f0 = |v: f64| ((v - 3.0) / s0 * 2.0 + 0.1) as f32;
+        let f1 = |v: f64| ((v - 2.0) / s1 * 0.5 - 1.0) as f32;
+        let want = [
+            f0(1.),
+            f0(2.),
+            f1(0.),
+            f1(0.),
+            f0(3.),
+            f0(6.),
+            f1(4.),
+            f1(4.),
+        ];
+        for (a, b) in y.iter().zip(want) {
+            assert!((a - b).abs() < 1e-5, "{y:?} vs {want:?}");
+        }
+        // momentum 0.1 towards the batch mean and the unbiased variance
+        let rm = get(&vm, "bn.running_mean");
+        let rv = get(&vm, "bn.running_var");
+        assert!(
+            (rm[0] - 0.3).abs() < 1e-6 && (rm[1] - 0.2).abs() < 1e-6,
+            "{rm:?}"
+        );
+        let want_rv: [f64; 2] = [0.9 + 0.1 * 14.0 / 3.0, 0.9 + 0.1 * 16.0 / 3.0];
+        assert!((rv[0] - want_rv[0] as f32).abs() < 1e-6, "{rv:?}");
+        assert!((rv[1] - want_rv[1] as f32).abs() < 1e-6, "{rv:?}");
+        // eval mode now uses those running statistics
+        let e: Vec<f32> = bn
+            .forward_t(&x, false)
+            .and_then(|t| t.flatten_all())
+            .and_then(|t| t.to_vec1())
+            .expect("eval");
+        let want0 = ((1.0 - 0.3) / (want_rv[0] + 1e-5).sqrt() * 2.0 + 0.1) as f32;
+        assert!((e[0] - want0).abs() < 1e-5, "{} vs {want0}", e[0]);
+    }
+
+    #[test]
+    fn train_mode_batch_norm_gradients() {
+        let dev = Device::Cpu;
+        let vm = VarMap::new();
+        let bn = BatchNorm3d::new(1, VarBuilder::from_varmap(&vm, DType::F32, &dev).pp("bn"))
+            .expect("bn");
+        set(&vm, "bn.weight", &[1.5]);
+        let x = candle_core::Var::new(&[1f32, 4., 2., 9.], &dev).expect("x");
+        let x = x.as_tensor().reshape((2, 1, 1, 1, 2)).expect("r");
+        let y = bn.forward_t(&x, true).expect("y");
+        // loss = Σ y²: with x̂ the normalised input, ∂/∂γ = 2γ Σ x̂² = 2γ·n·var/(var+eps) and
+        // ∂/∂β = 2 Σ y = 2nβ = 0; the gradient w.r.t. x is orthogonal to 1 (and x̂).
+        let grads = y
+            .sqr()
+            .and_then(|t| t.sum_all())
+            .and_then(|l| l.backward())
+            .expect("bw");
+        let data = vm.data().lock().expect("lock");
+        let gw: Vec<f32> = grads
+            .get(data["bn.weight"].as_tensor())
+            .expect("gw")
+            .to_vec1()
+            .expect("v");
+        let var = (1.0f64 + 16.0 + 4.0 + 81.0) / 4.0 - 4.0f64.powi(2);
+        let want = 2.0 * 1.5 * 4.0 * var / (var + 1e-5);
+        assert!((f64::from(gw[0]) - want).abs() < 1e-4, "{gw:?} vs {want}");
+        let gb: Vec<f32> = grads
+            .get(data["bn.bias"].as_tensor())
+            .expect("gb")
+            .to_vec1()
+            .expect("v");
+        assert!(gb[0].abs() < 1e-5, "{gb:?}");
+        assert!(grads.get(data["bn.running_mean"].as_tensor()).is_none());
+    }
+
+    #[test]
+    fn head_dropout_is_seeded_and_scaled() {
+        let dev = Device::Cpu;
+        let vm = VarMap::new();
+        let head =
+            I3DHead::new(64, 3, VarBuilder::from_varmap(&vm, DType::F32, &dev)).expect("head");
+        let x = Tensor::ones((4, 64, 1, 1, 1), DType::F32, &dev).expect("x");
+        head.set_dropout_seed(7).expect("seed");
+        let m1: Vec<f32> = head
+            .dropout_mask((4, 64), &dev)
+            .and_then(|t| t.flatten_all())
+            .and_then(|t| t.to_vec1())
+            .expect("m");
+        head.set_dropout_seed(7).expect("seed");
+        let m2: Vec<f32> = head
+            .dropout_mask((4, 64), &dev)
+            .and_then(|t| t.flatten_all())
+            .and_then(|t| t.to_vec1())
+            .expect("m");
+        assert_eq!(m1, m2);
+        assert!(m1.iter().all(|&v| v == 0.0 || v == 2.0));
+        let kept = m1.iter().filter(|&&v| v > 0.0).count();
+        assert!((96..=160).contains(&kept), "{kept} of 256 kept");
+        let a = head.forward_t(&x, false).expect("eval");
+        let b = head.forward(&x).expect("forward");
+        assert_eq!(
+            a.flatten_all().and_then(|t| t.to_vec1::<f32>()).expect("a"),
+            b.flatten_all().and_then(|t| t.to_vec1::<f32>()).expect("b")
         );
     }
 }

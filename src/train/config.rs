@@ -1,0 +1,401 @@
+//! A run's configuration: TOML, a named preset with the file's keys laid over it.
+//!
+//! `posec3d-joint` / `posec3d-limb` are MM-Gesture's `slowonly_r50_iMiGUE_36/{joint,limb}.py`
+//! (mm-gesture.md §3.1); the `-cpu` and `-tiny` presets shrink width, depth, frames and crop so
+//! a run fits a laptop CPU, keeping the pipeline's proportions (short side : crop : val size
+//! as 64 : 56 : 64).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Result, TrainError};
+use crate::modality::heatmap::{skeleton_by_name, HeatmapKind, Skeleton};
+use crate::nn::resnet3d;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// The preset the file's keys were laid over.
+    pub preset: String,
+    pub model: ModelConfig,
+    pub data: DataConfig,
+    pub optim: OptimConfig,
+    pub run: RunConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Architecture name the checkpoints load under (`mgscope predict --arch`).
+    pub arch: String,
+    pub base_channels: usize,
+    pub stage_blocks: Vec<usize>,
+    /// I3DHead `dropout_ratio`.
+    pub dropout: f64,
+    /// Weights to start from (`load_from`): every tensor whose key and shape match is copied;
+    /// the rest (a head for another class count) keeps its fresh initialisation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Heatmap {
+    Joint,
+    Limb,
+}
+
+impl Heatmap {
+    pub fn kind(self) -> HeatmapKind {
+        match self {
+            Heatmap::Joint => HeatmapKind::Joint,
+            Heatmap::Limb => HeatmapKind::Limb,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    pub heatmap: Heatmap,
+    pub skeleton: String,
+    /// `UniformSampleFrames(clip_len)`.
+    pub clip_len: usize,
+    /// `GeneratePoseTarget(sigma)`.
+    pub sigma: f64,
+    /// `Resize(scale=(-1, resize_short))` before the crop.
+    pub resize_short: usize,
+    /// `RandomResizedCrop(area_range)`.
+    pub crop_area: (f64, f64),
+    pub crop_aspect: (f64, f64),
+    /// `Resize((train_size, train_size), keep_ratio=False)` after the crop.
+    pub train_size: usize,
+    /// Validation `Resize((val_size, val_size))`, one clip, no flip.
+    pub val_size: usize,
+    /// `Flip(flip_ratio)`.
+    pub flip: f64,
+    /// `RepeatDataset(times)`: one epoch is this many passes over the train split.
+    pub repeat: usize,
+    pub batch_size: usize,
+    pub val_batch_size: usize,
+    /// Loader threads (each builds whole batches).
+    pub workers: usize,
+    /// Batches each loader thread may have ready ahead of the model.
+    pub prefetch: usize,
+    pub train_split: String,
+    pub val_split: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimConfig {
+    pub lr: f64,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    /// `clip_grad_norm_(max_norm)`; none = no clipping.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grad_clip: Option<f64>,
+    pub label_smoothing: f64,
+    pub epochs: usize,
+    /// Cosine floor (`min_lr`).
+    pub eta_min: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    pub seed: u64,
+    /// Validate every this many epochs (and always after the last).
+    pub val_every: usize,
+    /// Name of the ensemble stream the best checkpoint's validation scores are stored under
+    /// (default: `train:<run folder name>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<String>,
+}
+
+/// Preset names with one line each.
+pub const PRESETS: &[(&str, &str)] = &[
+    (
+        "posec3d-joint",
+        "MM-Gesture PoseC3D joint: SlowOnly-R50 (4,6,3) base 32, 48×56², lr 0.05, 24 epochs",
+    ),
+    (
+        "posec3d-limb",
+        "MM-Gesture PoseC3D limb: as joint on limb heatmaps, lr 0.2",
+    ),
+    (
+        "posec3d-joint-cpu",
+        "reduced for CPUs: base 16, blocks (2,2,2), 32×42² (val 48²)",
+    ),
+    ("posec3d-limb-cpu", "reduced for CPUs, limb heatmaps"),
+    (
+        "posec3d-joint-tiny",
+        "the demo/test size: base 8, blocks (1,1,1), 16×28² (val 32²)",
+    ),
+];
+
+impl TrainConfig {
+    /// A preset by name.
+    pub fn preset(name: &str) -> Result<TrainConfig> {
+        let joint = TrainConfig {
+            preset: name.to_string(),
+            model: ModelConfig {
+                arch: "posec3d-joint36".into(),
+                base_channels: 32,
+                stage_blocks: vec![4, 6, 3],
+                dropout: 0.5,
+                init: None,
+            },
+            data: DataConfig {
+                heatmap: Heatmap::Joint,
+                skeleton: "imigue36".into(),
+                clip_len: 48,
+                sigma: 0.6,
+                resize_short: 64,
+                crop_area: (0.56, 1.0),
+                crop_aspect: (3.0 / 4.0, 4.0 / 3.0),
+                train_size: 56,
+                val_size: 64,
+                flip: 0.5,
+                repeat: 10,
+                // videos_per_gpu=32; the reference ran 8 GPUs (256 per step) at this lr.
+                batch_size: 32,
+                val_batch_size: 8,
+                workers: 4,
+                prefetch: 2,
+                train_split: "train".into(),
+                val_split: "val".into(),
+            },
+            optim: OptimConfig {
+                lr: 0.05,
+                momentum: 0.9,
+                weight_decay: 3e-4,
+                grad_clip: Some(40.0),
+                label_smoothing: 0.0,
+                epochs: 24,
+                eta_min: 0.0,
+            },
+            run: RunConfig {
+                seed: 0,
+                val_every: 1,
+                stream: None,
+            },
+        };
+        let limb = |mut c: TrainConfig| {
+            c.model.arch = "posec3d-limb36".into();
+            c.data.heatmap = Heatmap::Limb;
+            // `lr=0.4/2` in MM-Gesture's limb.py
+            c.optim.lr = 0.2;
+            c
+        };
+        let cpu = |mut c: TrainConfig| {
+            c.model.base_channels = 16;
+            c.model.stage_blocks = vec![2, 2, 2];
+            c.data.clip_len = 32;
+            c.data.resize_short = 48;
+            c.data.train_size = 42;
+            c.data.val_size = 48;
+            c.data.repeat = 1;
+            c.data.batch_size = 8;
+            c.data.workers = 2;
+            c
+        };
+        Ok(match name {
+            "posec3d-joint" => joint,
+            "posec3d-limb" => limb(joint),
+            "posec3d-joint-cpu" => cpu(joint),
+            "posec3d-limb-cpu" => limb(cpu(joint)),
+            "posec3d-joint-tiny" => {
+                let mut c = cpu(joint);
+                c.model.base_channels = 8;
+                c.model.stage_blocks = vec![1, 1, 1];
+                c.data.clip_len = 16;
+                c.data.resize_short = 32;
+                c.data.train_size = 28;
+                c.data.val_size = 32;
+                c.data.batch_size = 8;
+                c.data.repeat = 2;
+                c.optim.lr = 0.05;
+                c.optim.epochs = 8;
+                c
+            }
+            other => {
+                let known: Vec<&str> = PRESETS.iter().map(|p| p.0).collect();
+                return Err(TrainError::UnknownPreset(
+                    other.to_string(),
+                    known.join(", "),
+                ));
+            }
+        })
+    }
+
+    /// Reads a TOML file: its `preset` key (or `preset`, or `posec3d-joint`) gives the base
+    /// and every key the file sets replaces the preset's.
+    pub fn load(path: &Path, preset: Option<&str>) -> Result<TrainConfig> {
+        let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
+        Self::from_toml(&text, preset).map_err(|message| TrainError::Config {
+            path: path.to_path_buf(),
+            message,
+        })
+    }
+
+    /// `preset` (from the command line) wins over the file's own `preset` key.
+    pub fn from_toml(text: &str, preset: Option<&str>) -> std::result::Result<Self, String> {
+        let over: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+        let file_preset = over
+            .get("preset")
+            .and_then(|v| v.as_str())
+            .map(str::to_string);
+        let name = preset
+            .map(str::to_string)
+            .or(file_preset)
+            .unwrap_or_else(|| "posec3d-joint".into());
+        let name = name.as_str();
+        let base = Self::preset(name).map_err(|e| e.to_string())?;
+        let mut table = toml::Table::try_from(&base).map_err(|e| e.to_string())?;
+        merge(&mut table, over);
+        table.insert("preset".into(), toml::Value::String(name.to_string()));
+        let cfg: TrainConfig = table
+            .try_into()
+            .map_err(|e: toml::de::Error| e.to_string())?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn to_toml(&self) -> std::result::Result<String, String> {
+        toml::to_string_pretty(self).map_err(|e| e.to_string())
+    }
+
+    /// What the loader and model cannot work with, named by key.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let d = &self.data;
+        let m = &self.model;
+        let o = &self.optim;
+        let checks: [(bool, String); 12] = [
+            (m.base_channels > 0, "model.base_channels must be > 0".into()),
+            (
+                m.stage_blocks.len() == 3 && m.stage_blocks.iter().all(|&b| b > 0),
+                format!(
+                    "model.stage_blocks must be 3 positive counts (PoseC3D's strides are per stage), got {:?}",
+                    m.stage_blocks
+                ),
+            ),
+            ((0.0..1.0).contains(&m.dropout), format!("model.dropout {} outside [0, 1)", m.dropout)),
+            (d.clip_len > 0, "data.clip_len must be > 0".into()),
+            (
+                d.train_size >= 8 && d.val_size >= 8 && d.resize_short >= 8,
+                "data.train_size, val_size and resize_short must be ≥ 8 (three stride-2 stages)".into(),
+            ),
+            (
+                d.batch_size > 0 && d.val_batch_size > 0 && d.repeat > 0,
+                "data.batch_size, val_batch_size and repeat must be > 0".into(),
+            ),
+            (
+                0.0 < d.crop_area.0 && d.crop_area.0 <= d.crop_area.1 && d.crop_area.1 <= 1.0,
+                format!("data.crop_area {:?} must satisfy 0 < lo ≤ hi ≤ 1", d.crop_area),
+            ),
+            (
+                0.0 < d.crop_aspect.0 && d.crop_aspect.0 <= d.crop_aspect.1,
+                format!("data.crop_aspect {:?} must satisfy 0 < lo ≤ hi", d.crop_aspect),
+            ),
+            (skeleton_by_name(&d.skeleton).is_some(), format!("data.skeleton {:?} unknown (imigue36, coco17)", d.skeleton)),
+            (
+                o.lr > 0.0 && o.momentum >= 0.0 && o.weight_decay >= 0.0 && o.epochs > 0,
+                "optim.lr and optim.epochs must be > 0, momentum and weight_decay ≥ 0".into(),
+            ),
+            (
+                (0.0..1.0).contains(&o.label_smoothing),
+                format!("optim.label_smoothing {} outside [0, 1)", o.label_smoothing),
+            ),
+            (
+                o.grad_clip.is_none_or(|c| c > 0.0),
+                "optim.grad_clip must be > 0 (leave it out for no clipping)".into(),
+            ),
+        ];
+        match checks.into_iter().find(|(ok, _)| !ok) {
+            Some((_, msg)) => Err(msg),
+            None => Ok(()),
+        }
+    }
+
+    pub fn skeleton(&self) -> Result<Skeleton> {
+        skeleton_by_name(&self.data.skeleton).ok_or_else(|| {
+            TrainError::Invalid(format!("unknown skeleton {:?}", self.data.skeleton))
+        })
+    }
+
+    /// Heatmap channels: one per keypoint or one per limb.
+    pub fn in_channels(&self) -> Result<usize> {
+        let sk = self.skeleton()?;
+        Ok(match self.data.heatmap {
+            Heatmap::Joint => sk.num_keypoints,
+            Heatmap::Limb => sk.limbs.len(),
+        })
+    }
+
+    /// The network: PoseC3D's strides and stem with this config's width and depth.
+    pub fn network(&self, num_classes: usize) -> Result<resnet3d::Config> {
+        Ok(resnet3d::Config {
+            in_channels: self.in_channels()?,
+            base_channels: self.model.base_channels,
+            stage_blocks: self.model.stage_blocks.clone(),
+            num_classes,
+            ..resnet3d::Config::posec3d_joint36()
+        })
+    }
+}
+
+/// Lays `over` onto `base` key by key, descending into tables.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_preset_round_trips_through_toml() {
+        for (name, _) in PRESETS {
+            let c = TrainConfig::preset(name).expect("preset");
+            c.validate().expect("valid");
+            let text = c.to_toml().expect("toml");
+            let back = TrainConfig::from_toml(&text, None).expect("parse");
+            assert_eq!(back, c, "{name}");
+        }
+    }
+
+    #[test]
+    fn file_keys_override_the_preset() {
+        let c = TrainConfig::from_toml(
+            "preset = \"posec3d-limb\"\n[optim]\nlr = 0.01\n[data]\nbatch_size = 4\n",
+            None,
+        )
+        .expect("parse");
+        assert_eq!(c.data.heatmap, Heatmap::Limb);
+        assert_eq!(c.optim.lr, 0.01);
+        assert_eq!(c.data.batch_size, 4);
+        assert_eq!(c.optim.epochs, 24);
+        let c = TrainConfig::from_toml("", Some("posec3d-joint-tiny")).expect("parse");
+        assert_eq!(c.model.base_channels, 8);
+    }
+
+    #[test]
+    fn bad_keys_and_values_are_named() {
+        let e = TrainConfig::from_toml("[optim]\nlrr = 1.0\n", None).expect_err("unknown key");
+        assert!(e.contains("lrr"), "{e}");
+        let e =
+            TrainConfig::from_toml("[optim]\nlabel_smoothing = 1.5\n", None).expect_err("range");
+        assert!(e.contains("label_smoothing"), "{e}");
+        let e = TrainConfig::from_toml("preset = \"nope\"\n", None).expect_err("preset");
+        assert!(e.contains("nope"), "{e}");
+    }
+}

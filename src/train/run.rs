@@ -1,0 +1,790 @@
+//! A run: the training loop (pyskl `apis/train.py` with mmcv's `EpochBasedRunner`: per-iteration
+//! LR update, forward, backward, clipped SGD step; validation and best-checkpoint every epoch)
+//! and its folder.
+//!
+//! Run folder:
+//! - `config.toml`: the full config (resume reads it back);
+//! - `metrics.jsonl`: one line per iteration (epoch, iter, lr, loss, grad_norm, time);
+//! - `val.jsonl`: one line per validation (epoch, top1, mean_class_acc);
+//! - `last.safetensors`: model weights and BatchNorm buffers under the reference keys
+//!   (`backbone.…`, `cls_head.…`, loadable by `mgscope predict`), the SGD momentum buffers as
+//!   `train.momentum.<key>`, and `train.state` (JSON bytes: iteration counter, seed, best so
+//!   far). Every random stream is derived from (seed, epoch, sample, iteration), so the seed
+//!   and the counter are the whole generator state;
+//! - `best.safetensors` (best validation top-1) and `val_scores.json` (its per-clip scores),
+//!   registered in the dataset as an ensemble stream when the run completes.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+use serde::{Deserialize, Serialize};
+
+use super::config::TrainConfig;
+use super::data::{self, epoch_order, load_split, sample_rng, Batch, Loader, Pipeline, PoseItem};
+use super::init::{init_reference, is_buffer, load_matching, named_vars};
+use super::optim::{cosine_lr, cross_entropy, Sgd};
+use super::{mix, stream, Result, TrainError};
+use crate::nn::checkpoint::{write_safetensors, StateDict};
+use crate::nn::resnet3d::PoseC3D;
+use crate::store::{Dataset, StoredStream};
+
+const STATE_KEY: &str = "train.state";
+const MOMENTUM_PREFIX: &str = "train.momentum.";
+const STATE_FORMAT: u32 = 1;
+
+/// How to run (what is not part of the config).
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The run folder.
+    pub out: PathBuf,
+    /// Continue the run in `out` from its `last.safetensors` (its own config is used).
+    pub resume: bool,
+    pub device: Device,
+    /// Stop (with a checkpoint) once this many iterations of the whole run are done.
+    pub stop_after: Option<usize>,
+    /// Set from elsewhere (Ctrl+C, the app) to stop at the next step with a checkpoint.
+    pub stop: Arc<AtomicBool>,
+    /// A progress line with ETA on stderr.
+    pub progress: bool,
+    /// Store the best checkpoint's validation scores in the dataset when the run completes.
+    pub register_stream: bool,
+}
+
+impl RunOptions {
+    pub fn new(out: impl Into<PathBuf>) -> Self {
+        RunOptions {
+            out: out.into(),
+            resume: false,
+            device: Device::Cpu,
+            stop_after: None,
+            stop: Arc::new(AtomicBool::new(false)),
+            progress: false,
+            register_stream: true,
+        }
+    }
+}
+
+/// One line of `metrics.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IterRecord {
+    pub epoch: usize,
+    pub iter: usize,
+    pub lr: f64,
+    pub loss: f64,
+    pub grad_norm: f64,
+    /// Seconds for this iteration, and the part spent waiting for data.
+    pub time: f64,
+    pub data_time: f64,
+}
+
+/// One line of `val.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ValRecord {
+    pub epoch: usize,
+    pub iter: usize,
+    pub top1: f64,
+    pub mean_class_acc: f64,
+    pub clips: usize,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct TrainState {
+    format: u32,
+    iter: usize,
+    iters_per_epoch: usize,
+    total_iters: usize,
+    seed: u64,
+    best: Option<ValRecord>,
+}
+
+/// What a call to [`train`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSummary {
+    pub out: PathBuf,
+    /// Iterations of the whole run done so far, and in all.
+    pub iter: usize,
+    pub total_iters: usize,
+    pub finished: bool,
+    pub val: Vec<ValRecord>,
+    pub best: Option<ValRecord>,
+    /// Name of the stream the validation scores went to.
+    pub stream: Option<String>,
+    pub train_clips: usize,
+    pub val_clips: usize,
+    /// The `model.init` transfer report, when weights were loaded.
+    pub init_report: Option<String>,
+    pub skipped: Vec<String>,
+    /// Assumptions made about the data (missing frame sizes).
+    pub notes: Vec<String>,
+}
+
+/// The flag a SIGINT sets: [`install_interrupt_handler`] connects it.
+pub fn interrupt_flag() -> Arc<AtomicBool> {
+    static FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+    FLAG.get_or_init(|| Arc::new(AtomicBool::new(false)))
+        .clone()
+}
+
+extern "C" fn on_sigint(_: libc::c_int) {
+    let flag = interrupt_flag();
+    if flag.swap(true, Ordering::SeqCst) {
+        // a second Ctrl+C while the checkpoint is written: leave at once
+        unsafe { libc::_exit(130) };
+    }
+}
+
+/// Ctrl+C sets [`interrupt_flag`] (the run stops at its next step with a checkpoint); a second
+/// one exits immediately.
+pub fn install_interrupt_handler() {
+    let _ = interrupt_flag();
+    let handler: extern "C" fn(libc::c_int) = on_sigint;
+    // SAFETY: the handler only touches an already-initialised atomic and calls _exit, both
+    // async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, handler as libc::sighandler_t);
+    }
+}
+
+struct Net {
+    vm: VarMap,
+    model: PoseC3D,
+    /// Every variable by key; `params` excludes the BatchNorm buffers.
+    vars: BTreeMap<String, Var>,
+    params: BTreeMap<String, Var>,
+}
+
+fn build_net(cfg: &TrainConfig, classes: usize, device: &Device) -> Result<Net> {
+    let vm = VarMap::new();
+    let vb = VarBuilder::from_varmap(&vm, DType::F32, device);
+    let mut model = PoseC3D::new(&cfg.network(classes)?, vb)?;
+    model.head.dropout = cfg.model.dropout;
+    let vars = named_vars(&vm)?;
+    let params = vars
+        .iter()
+        .filter(|(k, _)| !is_buffer(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    Ok(Net {
+        vm,
+        model,
+        vars,
+        params,
+    })
+}
+
+/// Trains (or resumes) a run on the dataset at `dataset`. `cfg` is required for a new run and
+/// ignored on resume, where the run folder's own `config.toml` is used.
+pub fn train(dataset: &Path, cfg: Option<&TrainConfig>, opts: &RunOptions) -> Result<RunSummary> {
+    let out = &opts.out;
+    let config_path = out.join("config.toml");
+    let last_path = out.join("last.safetensors");
+    let cfg = if opts.resume {
+        TrainConfig::load(&config_path, None)?
+    } else {
+        let cfg = cfg.ok_or_else(|| TrainError::Invalid("a new run needs a config".into()))?;
+        if last_path.exists() {
+            return Err(TrainError::Invalid(format!(
+                "{} already holds a run; resume it (--resume) or choose another --out",
+                out.display()
+            )));
+        }
+        cfg.validate().map_err(|message| TrainError::Config {
+            path: config_path.clone(),
+            message,
+        })?;
+        std::fs::create_dir_all(out).map_err(|e| TrainError::io(out, e))?;
+        let text = cfg.to_toml().map_err(|message| TrainError::Config {
+            path: config_path.clone(),
+            message,
+        })?;
+        std::fs::write(&config_path, text).map_err(|e| TrainError::io(&config_path, e))?;
+        cfg.clone()
+    };
+    let mut ds = Dataset::open(dataset)?;
+    let classes = ds.taxonomy().len();
+    let d = &cfg.data;
+    let train = load_split(&ds, &d.train_split, true)?;
+    let val = load_split(&ds, &d.val_split, false)?;
+    if train.items.is_empty() {
+        return Err(TrainError::Invalid(format!(
+            "{}: split {} has no labelled clip with keypoints",
+            dataset.display(),
+            d.train_split
+        )));
+    }
+    for it in &train.items {
+        if it.label.is_some_and(|l| l as usize >= classes) {
+            return Err(TrainError::Sample {
+                clip_id: it.clip_id.clone(),
+                message: format!("label beyond the taxonomy's {classes} classes"),
+            });
+        }
+    }
+    let mut skipped = train.skipped.clone();
+    skipped.extend(val.skipped.iter().cloned());
+    let mut notes = train.notes.clone();
+    notes.extend(val.notes.iter().filter(|n| !notes.contains(n)).cloned().collect::<Vec<_>>());
+    let pipeline = Arc::new(Pipeline::new(d.clone(), cfg.skeleton()?));
+    let net = build_net(&cfg, classes, &opts.device)?;
+    let seed = cfg.run.seed;
+    let ipe = (train.items.len() * d.repeat).div_ceil(d.batch_size);
+    let total = ipe * cfg.optim.epochs;
+    let mut sgd = Sgd::new(cfg.optim.momentum, cfg.optim.weight_decay);
+    let mut best: Option<ValRecord> = None;
+    let mut iter = 0usize;
+    let mut init_report = None;
+    if opts.resume {
+        let st = load_last(&last_path, &net, &mut sgd)?;
+        if st.iters_per_epoch != ipe || st.total_iters != total || st.seed != seed {
+            return Err(TrainError::Checkpoint {
+                path: last_path.clone(),
+                message: format!(
+                    "saved for {} iterations/epoch, {} in all, seed {}; the dataset and config now give {ipe}, {total}, seed {seed} (did the train split change?)",
+                    st.iters_per_epoch, st.total_iters, st.seed
+                ),
+            });
+        }
+        iter = st.iter;
+        best = st.best;
+        truncate_jsonl(&out.join("metrics.jsonl"), |v| {
+            v.get("iter")
+                .and_then(|i| i.as_u64())
+                .is_some_and(|i| i as usize <= iter)
+        })?;
+        truncate_jsonl(&out.join("val.jsonl"), |v| {
+            v.get("iter")
+                .and_then(|i| i.as_u64())
+                .is_some_and(|i| i as usize <= iter)
+        })?;
+    } else {
+        init_reference(&net.vm, seed)?;
+        if let Some(p) = &cfg.model.init {
+            let sd = StateDict::read(p)?;
+            let rep = load_matching(&net.vm, &sd)?;
+            init_report = Some(format!("{}: {rep}", p.display()));
+        }
+    }
+    let mut val_log = Vec::new();
+    let mut metrics = append(&out.join("metrics.jsonl"))?;
+    let mut val_file = append(&out.join("val.jsonl"))?;
+    let started = Instant::now();
+    let start_iter = iter;
+    let mut finished = iter >= total;
+    let train_items = Arc::new(train.items);
+    let val_items = Arc::new(val.items);
+    while iter < total {
+        let epoch = iter / ipe;
+        let order = Arc::new(epoch_order(
+            train_items.len(),
+            d.repeat,
+            d.batch_size,
+            seed,
+            epoch as u64,
+        ));
+        let make = {
+            let (order, items, pipeline) = (order.clone(), train_items.clone(), pipeline.clone());
+            Arc::new(move |b: usize| train_batch(&order[b], &items, &pipeline, seed, epoch as u64))
+        };
+        let loader = Loader::spawn(iter % ipe, ipe, d.workers, d.prefetch, make);
+        let mut wait = Instant::now();
+        for batch in loader {
+            let batch = batch?;
+            let data_time = wait.elapsed().as_secs_f64();
+            let t0 = Instant::now();
+            let lr = cosine_lr(cfg.optim.lr, cfg.optim.eta_min, iter, total);
+            let x = Tensor::from_vec(batch.data, batch.shape.to_vec(), &Device::Cpu)?
+                .to_device(&opts.device)?;
+            let y = Tensor::new(batch.labels.as_slice(), &opts.device)?;
+            net.model
+                .head
+                .set_dropout_seed(mix(mix(seed, stream::DROPOUT), iter as u64))?;
+            let logits = net.model.forward_t(&x, true)?;
+            let loss = cross_entropy(&logits, &y, cfg.optim.label_smoothing)?;
+            let loss_v = f64::from(loss.to_scalar::<f32>()?);
+            if !loss_v.is_finite() {
+                return Err(TrainError::Invalid(format!(
+                    "iteration {}: the loss is {loss_v} (lower optim.lr?)",
+                    iter + 1
+                )));
+            }
+            let grads = loss.backward()?;
+            let step = sgd.step(&net.params, &grads, lr, cfg.optim.grad_clip)?;
+            drop(grads);
+            iter += 1;
+            let rec = IterRecord {
+                epoch: epoch + 1,
+                iter,
+                lr,
+                loss: loss_v,
+                grad_norm: step.grad_norm,
+                time: data_time + t0.elapsed().as_secs_f64(),
+                data_time,
+            };
+            write_line(&mut metrics, &out.join("metrics.jsonl"), &rec)?;
+            if opts.progress {
+                progress(&rec, cfg.optim.epochs, total, start_iter, started);
+            }
+            if iter % ipe == 0 {
+                let e = iter / ipe;
+                if !val_items.is_empty()
+                    && (e % cfg.run.val_every.max(1) == 0 || e == cfg.optim.epochs)
+                {
+                    let (rec, probs) = validate(&net.model, &val_items, &pipeline, opts, e, iter)?;
+                    write_line(&mut val_file, &out.join("val.jsonl"), &rec)?;
+                    if opts.progress {
+                        eprintln!(
+                            "\repoch {e}: val top-1 {:.4}, mean class acc {:.4} ({} clips, {:.1}s){}",
+                            rec.top1,
+                            rec.mean_class_acc,
+                            rec.clips,
+                            rec.seconds,
+                            " ".repeat(20)
+                        );
+                    }
+                    if best.as_ref().is_none_or(|b| rec.top1 > b.top1) {
+                        best = Some(rec.clone());
+                        let st = state(iter, ipe, total, seed, best.clone());
+                        save(&net, None, &st, &out.join("best.safetensors"))?;
+                        write_scores(&out.join("val_scores.json"), &val_items, &probs, &rec)?;
+                    }
+                    val_log.push(rec);
+                }
+                let st = state(iter, ipe, total, seed, best.clone());
+                save(&net, Some(&sgd), &st, &last_path)?;
+            }
+            let stop =
+                opts.stop.load(Ordering::SeqCst) || opts.stop_after.is_some_and(|s| iter >= s);
+            if stop && iter < total {
+                if iter % ipe != 0 {
+                    let st = state(iter, ipe, total, seed, best.clone());
+                    save(&net, Some(&sgd), &st, &last_path)?;
+                }
+                if opts.progress {
+                    eprintln!(
+                        "\nstopped after iteration {iter}; resume with --resume {}",
+                        out.display()
+                    );
+                }
+                return Ok(RunSummary {
+                    out: out.clone(),
+                    iter,
+                    total_iters: total,
+                    finished: false,
+                    val: val_log,
+                    best,
+                    stream: None,
+                    train_clips: train_items.len(),
+                    val_clips: val_items.len(),
+                    init_report,
+                    skipped,
+                    notes,
+                });
+            }
+            wait = Instant::now();
+        }
+        finished = iter >= total;
+    }
+    if opts.progress {
+        eprintln!();
+    }
+    let mut stream_name = None;
+    if finished && opts.register_stream && best.is_some() {
+        let name = cfg.run.stream.clone().unwrap_or_else(|| {
+            format!(
+                "train:{}",
+                out.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "run".into())
+            )
+        });
+        register(
+            &mut ds,
+            &name,
+            &out.join("val_scores.json"),
+            &out.join("best.safetensors"),
+            classes,
+        )?;
+        stream_name = Some(name);
+    }
+    Ok(RunSummary {
+        out: out.clone(),
+        iter,
+        total_iters: total,
+        finished,
+        val: val_log,
+        best,
+        stream: stream_name,
+        train_clips: train_items.len(),
+        val_clips: val_items.len(),
+        init_report,
+        skipped,
+        notes,
+    })
+}
+
+fn state(iter: usize, ipe: usize, total: usize, seed: u64, best: Option<ValRecord>) -> TrainState {
+    TrainState {
+        format: STATE_FORMAT,
+        iter,
+        iters_per_epoch: ipe,
+        total_iters: total,
+        seed,
+        best,
+    }
+}
+
+/// One training batch: item `i` at epoch position `p` draws from `sample_rng(seed, epoch, p)`.
+fn train_batch(
+    slots: &[(usize, usize)],
+    items: &[PoseItem],
+    pipeline: &Pipeline,
+    seed: u64,
+    epoch: u64,
+) -> Result<Batch> {
+    let mut vols = Vec::with_capacity(slots.len());
+    let mut labels = Vec::with_capacity(slots.len());
+    let mut idx = Vec::with_capacity(slots.len());
+    for &(pos, i) in slots {
+        let item = &items[i];
+        let mut rng = sample_rng(seed, epoch, pos);
+        vols.push(pipeline.train_volume(item, &mut rng)?);
+        labels.push(item.label.unwrap_or(0));
+        idx.push(i);
+    }
+    let c = &pipeline.cfg;
+    data::stack(
+        idx,
+        vols,
+        labels,
+        [pipeline.channels, c.clip_len, c.train_size, c.train_size],
+    )
+}
+
+/// One validation pass (1 clip, no flip), probabilities per clip; top-1 and mean class accuracy
+/// over the labelled clips (pyskl `top_k_accuracy`, `mean_class_accuracy`).
+fn validate(
+    model: &PoseC3D,
+    items: &Arc<Vec<PoseItem>>,
+    pipeline: &Arc<Pipeline>,
+    opts: &RunOptions,
+    epoch: usize,
+    iter: usize,
+) -> Result<(ValRecord, Vec<Vec<f32>>)> {
+    let t0 = Instant::now();
+    let c = &pipeline.cfg;
+    let bs = c.val_batch_size.max(1);
+    let chunks: Arc<Vec<Vec<usize>>> = Arc::new(
+        (0..items.len())
+            .collect::<Vec<_>>()
+            .chunks(bs)
+            .map(<[_]>::to_vec)
+            .collect(),
+    );
+    let make = {
+        let (chunks, items, pipeline) = (chunks.clone(), items.clone(), pipeline.clone());
+        Arc::new(move |b: usize| {
+            let idx = chunks[b].clone();
+            let vols = idx
+                .iter()
+                .map(|&i| pipeline.val_volume(&items[i]))
+                .collect::<Result<Vec<_>>>()?;
+            let labels = idx.iter().map(|&i| items[i].label.unwrap_or(0)).collect();
+            let p = &pipeline.cfg;
+            data::stack(
+                idx,
+                vols,
+                labels,
+                [pipeline.channels, p.clip_len, p.val_size, p.val_size],
+            )
+        })
+    };
+    let mut probs = vec![Vec::new(); items.len()];
+    for batch in Loader::spawn(0, chunks.len(), c.workers, c.prefetch, make) {
+        let batch = batch?;
+        let x = Tensor::from_vec(batch.data, batch.shape.to_vec(), &Device::Cpu)?
+            .to_device(&opts.device)?;
+        let logits = model.forward_t(&x, false)?;
+        let p = candle_nn::ops::softmax(&logits.to_dtype(DType::F32)?, 1)?.to_vec2::<f32>()?;
+        for (i, row) in batch.items.into_iter().zip(p) {
+            probs[i] = row;
+        }
+    }
+    let (top1, mca, _) = accuracy(items, &probs);
+    Ok((
+        ValRecord {
+            epoch,
+            iter,
+            top1,
+            mean_class_acc: mca,
+            clips: items.len(),
+            seconds: t0.elapsed().as_secs_f64(),
+        },
+        probs,
+    ))
+}
+
+/// (top-1, mean class accuracy, labelled clips) of per-clip probabilities.
+pub fn accuracy(items: &[PoseItem], probs: &[Vec<f32>]) -> (f64, f64, usize) {
+    let mut per_class: BTreeMap<u32, (usize, usize)> = BTreeMap::new();
+    let (mut right, mut n) = (0usize, 0usize);
+    for (it, p) in items.iter().zip(probs) {
+        let Some(label) = it.label else { continue };
+        // first maximum, as numpy's argmax
+        let pred = p
+            .iter()
+            .enumerate()
+            .fold((0usize, f32::NEG_INFINITY), |a, (i, &v)| {
+                if v > a.1 {
+                    (i, v)
+                } else {
+                    a
+                }
+            })
+            .0;
+        let ok = pred == label as usize;
+        n += 1;
+        right += usize::from(ok);
+        let e = per_class.entry(label).or_default();
+        e.0 += usize::from(ok);
+        e.1 += 1;
+    }
+    let top1 = if n == 0 { 0.0 } else { right as f64 / n as f64 };
+    let mca = if per_class.is_empty() {
+        0.0
+    } else {
+        per_class
+            .values()
+            .map(|&(r, c)| r as f64 / c as f64)
+            .sum::<f64>()
+            / per_class.len() as f64
+    };
+    (top1, mca, n)
+}
+
+fn save(net: &Net, sgd: Option<&Sgd>, st: &TrainState, path: &Path) -> Result<()> {
+    let mut t: BTreeMap<String, Tensor> = net
+        .vars
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_detached_tensor()))
+        .collect();
+    if let Some(sgd) = sgd {
+        for (k, b) in &sgd.buffers {
+            t.insert(format!("{MOMENTUM_PREFIX}{k}"), b.clone());
+        }
+    }
+    let json = serde_json::to_vec(st).map_err(|e| TrainError::Checkpoint {
+        path: path.to_path_buf(),
+        message: format!("encoding the state: {e}"),
+    })?;
+    let n = json.len();
+    t.insert(STATE_KEY.into(), Tensor::from_vec(json, n, &Device::Cpu)?);
+    // write beside and rename, so an interrupted write never leaves a half checkpoint
+    let tmp = path.with_extension("safetensors.tmp");
+    write_safetensors(&t, &tmp)?;
+    std::fs::rename(&tmp, path).map_err(|e| TrainError::io(path, e))
+}
+
+fn load_last(path: &Path, net: &Net, sgd: &mut Sgd) -> Result<TrainState> {
+    let sd = StateDict::read(path)?;
+    let bad = |message: String| TrainError::Checkpoint {
+        path: path.to_path_buf(),
+        message,
+    };
+    let raw = sd
+        .tensors
+        .get(STATE_KEY)
+        .ok_or_else(|| {
+            bad(format!(
+                "no {STATE_KEY}: not a checkpoint written by mgscope train"
+            ))
+        })?
+        .to_vec1::<u8>()?;
+    let st: TrainState =
+        serde_json::from_slice(&raw).map_err(|e| bad(format!("{STATE_KEY}: {e}")))?;
+    if st.format != STATE_FORMAT {
+        return Err(bad(format!(
+            "state format {} (this build reads {STATE_FORMAT})",
+            st.format
+        )));
+    }
+    for (k, v) in &net.vars {
+        let t = sd
+            .tensors
+            .get(k)
+            .ok_or_else(|| bad(format!("no {k} (was the config changed?)")))?;
+        if t.dims() != v.as_tensor().dims() {
+            return Err(bad(format!(
+                "{k} has shape {:?}, the model {:?}",
+                t.dims(),
+                v.as_tensor().dims()
+            )));
+        }
+        v.set(&t.to_dtype(v.dtype())?.to_device(v.device())?)?;
+    }
+    sgd.buffers.clear();
+    for (k, t) in &sd.tensors {
+        if let Some(name) = k.strip_prefix(MOMENTUM_PREFIX) {
+            let p = net
+                .params
+                .get(name)
+                .ok_or_else(|| bad(format!("{k}: the model has no parameter {name}")))?;
+            sgd.buffers.insert(
+                name.to_string(),
+                t.to_dtype(p.dtype())?.to_device(p.device())?,
+            );
+        }
+    }
+    Ok(st)
+}
+
+fn append(path: &Path) -> Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| TrainError::io(path, e))
+}
+
+fn write_line<T: Serialize>(f: &mut std::fs::File, path: &Path, rec: &T) -> Result<()> {
+    let mut line = serde_json::to_string(rec).map_err(|e| TrainError::Invalid(e.to_string()))?;
+    line.push('\n');
+    f.write_all(line.as_bytes())
+        .map_err(|e| TrainError::io(path, e))
+}
+
+/// Keeps the lines `keep` accepts: what a crashed run logged after its last checkpoint is
+/// dropped so the resumed run's lines follow on without duplicates.
+fn truncate_jsonl(path: &Path, keep: impl Fn(&serde_json::Value) -> bool) -> Result<()> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(TrainError::io(path, e)),
+    };
+    let kept: String = text
+        .lines()
+        .filter(|l| serde_json::from_str::<serde_json::Value>(l).is_ok_and(|v| keep(&v)))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(path, kept).map_err(|e| TrainError::io(path, e))
+}
+
+#[derive(Serialize, Deserialize)]
+struct Scores {
+    val: ValRecord,
+    clip_ids: Vec<String>,
+    probs: Vec<Vec<f32>>,
+}
+
+fn write_scores(
+    path: &Path,
+    items: &[PoseItem],
+    probs: &[Vec<f32>],
+    rec: &ValRecord,
+) -> Result<()> {
+    let s = Scores {
+        val: rec.clone(),
+        clip_ids: items.iter().map(|i| i.clip_id.clone()).collect(),
+        probs: probs.to_vec(),
+    };
+    let text = serde_json::to_string(&s).map_err(|e| TrainError::Invalid(e.to_string()))?;
+    std::fs::write(path, text).map_err(|e| TrainError::io(path, e))
+}
+
+fn register(
+    ds: &mut Dataset,
+    name: &str,
+    scores: &Path,
+    best: &Path,
+    classes: usize,
+) -> Result<()> {
+    let text = std::fs::read_to_string(scores).map_err(|e| TrainError::io(scores, e))?;
+    let s: Scores = serde_json::from_str(&text).map_err(|e| TrainError::Checkpoint {
+        path: scores.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    if s.probs.iter().any(|p| p.len() != classes) {
+        return Err(TrainError::Checkpoint {
+            path: scores.to_path_buf(),
+            message: format!("scores are not {classes} classes wide"),
+        });
+    }
+    let report = serde_json::json!({
+        "epoch": s.val.epoch,
+        "top1": s.val.top1,
+        "mean_class_acc": s.val.mean_class_acc,
+        "protocol": "val: 1 clip, no flip",
+    });
+    ds.put_stream(&StoredStream {
+        name: name.to_string(),
+        classes,
+        clip_ids: s.clip_ids,
+        probs: s.probs.concat(),
+        source: format!("{} (mgscope train)", best.display()),
+        report: report.to_string(),
+    })?;
+    Ok(())
+}
+
+fn progress(rec: &IterRecord, epochs: usize, total: usize, start_iter: usize, started: Instant) {
+    let done = rec.iter.saturating_sub(start_iter).max(1);
+    let per = started.elapsed().as_secs_f64() / done as f64;
+    let eta = per * total.saturating_sub(rec.iter) as f64;
+    eprint!(
+        "\repoch {}/{epochs} iter {}/{total} loss {:.4} lr {:.5} |g| {:.2} {:.2}s/it ETA {}   ",
+        rec.epoch,
+        rec.iter,
+        rec.loss,
+        rec.lr,
+        rec.grad_norm,
+        per,
+        hms(eta)
+    );
+    let _ = std::io::stderr().flush();
+}
+
+fn hms(s: f64) -> String {
+    let s = s.max(0.0).round() as u64;
+    format!("{}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataset::Keypoints;
+
+    fn item(label: Option<u32>) -> PoseItem {
+        PoseItem {
+            clip_id: "c".into(),
+            label,
+            keypoints: Keypoints::zeros("imigue36", 1, 1, 36),
+            img_hw: (8, 8),
+        }
+    }
+
+    #[test]
+    fn accuracy_and_mean_class_accuracy() {
+        let items = [item(Some(0)), item(Some(0)), item(Some(1)), item(None)];
+        let probs = vec![
+            vec![0.9, 0.1],
+            vec![0.2, 0.8],
+            vec![0.3, 0.7],
+            vec![0.5, 0.5],
+        ];
+        let (top1, mca, n) = accuracy(&items, &probs);
+        assert_eq!(n, 3);
+        assert!((top1 - 2.0 / 3.0).abs() < 1e-12);
+        assert!((mca - 0.75).abs() < 1e-12);
+    }
+
+    #[test]
+    fn hms_formats() {
+        assert_eq!(hms(3725.4), "1:02:05");
+    }
+}
