@@ -144,6 +144,15 @@ impl BatchNorm3d {
         })
     }
 
+    /// Eval-mode BatchNorm as a per-channel affine map `x·scale + shift`.
+    pub(crate) fn eval_affine(&self) -> Result<(Tensor, Tensor)> {
+        let mean = self.running_mean.as_detached_tensor();
+        let var = self.running_var.as_detached_tensor();
+        let scale = (var + self.eps)?.sqrt()?.recip()?.mul(&self.weight)?;
+        let shift = self.bias.sub(&mean.mul(&scale)?)?;
+        Ok((scale, shift))
+    }
+
     /// Train: normalise by the batch's mean and biased variance over (N, T, H, W), and move the
     /// running statistics towards the batch mean and the *unbiased* variance, as PyTorch does.
     /// Eval: the running statistics, with the operations of candle's `BatchNorm::forward_eval`
@@ -248,10 +257,19 @@ impl ConvModule {
     }
 
     pub(crate) fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let y = conv3d(x, &self.weight, &self.cfg)?;
-        let y = match &self.bn {
-            Some(bn) => bn.forward_t(&y, train)?,
-            None => y,
+        let y = match (&self.bn, train) {
+            // Inference: BatchNorm folded into the convolution (scale the kernel per output
+            // channel, add one shift), one pass over the output instead of four.
+            (Some(bn), false) => {
+                let (scale, shift) = bn.eval_affine()?;
+                let o = scale.dim(0)?;
+                let w = self
+                    .weight
+                    .broadcast_mul(&scale.reshape((o, 1, 1, 1, 1))?)?;
+                conv3d(x, &w, &self.cfg)?.broadcast_add(&shift.reshape((1, o, 1, 1, 1))?)?
+            }
+            (Some(bn), true) => bn.forward_t(&conv3d(x, &self.weight, &self.cfg)?, true)?,
+            (None, _) => conv3d(x, &self.weight, &self.cfg)?,
         };
         if self.relu {
             y.relu()
