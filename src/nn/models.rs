@@ -101,7 +101,7 @@ fn class_key(a: &Arch) -> &'static str {
 
 enum Net {
     /// PoseC3D and the RGB SlowOnly: one ResNet3d + I3DHead.
-    PoseC3D(PoseC3D),
+    PoseC3D(Box<PoseC3D>),
     Swin(VideoSwin),
     RgbPose(Box<RGBPose>),
 }
@@ -240,7 +240,7 @@ impl Model {
         } else if let Some(preset) = resnet3d_preset(a.name) {
             if let Ok(cfg) = resnet3d_config_from(sd, "backbone.", preset) {
                 let cfg = resnet3d::Config { num_classes, ..cfg };
-                return Ok(Net::PoseC3D(PoseC3D::new(&cfg, vb)?));
+                return Ok(Net::PoseC3D(Box::new(PoseC3D::new(&cfg, vb)?)));
             }
         }
         Self::build(a, num_classes, vb)
@@ -249,7 +249,7 @@ impl Model {
     fn build(a: &Arch, num_classes: usize, vb: VarBuilder) -> candle_core::Result<Net> {
         let posec3d = |cfg: resnet3d::Config| -> candle_core::Result<Net> {
             let cfg = resnet3d::Config { num_classes, ..cfg };
-            Ok(Net::PoseC3D(PoseC3D::new(&cfg, vb.clone())?))
+            Ok(Net::PoseC3D(Box::new(PoseC3D::new(&cfg, vb.clone())?)))
         };
         if let Some(preset) = resnet3d_preset(a.name) {
             return posec3d(preset);
