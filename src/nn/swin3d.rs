@@ -885,7 +885,8 @@ mod tests {
         .broadcast_add(&bias.reshape((1, 5, 1, 1, 1))?)?;
         let conv = conv.flatten_from(2)?.transpose(1, 2)?;
         let err = (y - conv)?.abs()?.max_all()?.to_scalar::<f32>()?;
-        assert!(err < 1e-5, "max error {err}");
+        // Outputs are sums of 96 products of N(0,1) values (|y| ~ 10): 1e-4 is ~1e-5 relative.
+        assert!(err < 1e-4, "max error {err}");
         Ok(())
     }
 
