@@ -47,7 +47,9 @@ pub struct SplitItems {
 
 pub fn load_split(ds: &Dataset, split: &str, labelled_only: bool) -> Result<SplitItems> {
     let split = Split::parse(split).ok_or_else(|| {
-        TrainError::Invalid(format!("split {split:?}: expected train, val, test or none"))
+        TrainError::Invalid(format!(
+            "split {split:?}: expected train, val, test or none"
+        ))
     })?;
     let mut sizes: HashMap<String, Option<(usize, usize)>> = ds
         .videos()?

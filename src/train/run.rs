@@ -230,7 +230,13 @@ pub fn train(dataset: &Path, cfg: Option<&TrainConfig>, opts: &RunOptions) -> Re
     let mut skipped = train.skipped.clone();
     skipped.extend(val.skipped.iter().cloned());
     let mut notes = train.notes.clone();
-    notes.extend(val.notes.iter().filter(|n| !notes.contains(n)).cloned().collect::<Vec<_>>());
+    notes.extend(
+        val.notes
+            .iter()
+            .filter(|n| !notes.contains(n))
+            .cloned()
+            .collect::<Vec<_>>(),
+    );
     let pipeline = Arc::new(Pipeline::new(d.clone(), cfg.skeleton()?));
     let net = build_net(&cfg, classes, &opts.device)?;
     let seed = cfg.run.seed;
