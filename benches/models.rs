@@ -64,7 +64,7 @@ elif arch == 'rgbpose-conv3d':
                                 lateral_infl=16, lateral_activate=(0, 1, 1), fusion_kernel=7, in_channels=36,
                                 base_channels=32, out_indices=(2,), conv1_kernel=(1, 7, 7), conv1_stride_s=1,
                                 conv1_stride_t=1, pool1_stride_s=1, pool1_stride_t=1, inflate=(0, 1, 1),
-                                spatial_strides=(2, 2, 2), temporal_strides=(1, 1, 1)))
+                                spatial_strides=(2, 2, 2), temporal_strides=(1, 1, 1), dilations=(1, 1, 1)))
     cfg = dict(type='MMRecognizer3D', backbone=bb,
                cls_head=dict(type='RGBPoseHead', num_classes=32, in_channels=[2048, 512]))
 elif arch == 'swin-t':
