@@ -507,8 +507,9 @@ pub struct I3DHead {
     /// `dropout_ratio` (0.5 in every PoseC3D config).
     pub dropout: f64,
     /// The dropout masks come from this generator rather than candle's device RNG so that a
-    /// run is reproducible from its seed; the trainer reseeds it per iteration.
-    rng: Mutex<ChaCha8Rng>,
+    /// run is reproducible from its seed; the trainer reseeds it per iteration. Boxed: the
+    /// generator's buffer would otherwise triple the size of every model enum holding a head.
+    rng: Box<Mutex<ChaCha8Rng>>,
 }
 
 impl I3DHead {
@@ -516,7 +517,7 @@ impl I3DHead {
         Ok(I3DHead {
             fc_cls: linear(in_channels, num_classes, vb.pp("fc_cls"))?,
             dropout: 0.5,
-            rng: Mutex::new(ChaCha8Rng::seed_from_u64(0)),
+            rng: Box::new(Mutex::new(ChaCha8Rng::seed_from_u64(0))),
         })
     }
 
