@@ -1,0 +1,213 @@
+//! Training throughput of PoseC3D joint36 (batch 8, 48×56², 32 classes) on the CPU: one SGD
+//! step (forward in train mode, cross-entropy, backward, clipped momentum SGD) in candle
+//! against PyTorch + mmaction2 on the same input, the same thread count, in the same run.
+//!
+//! ```text
+//! cargo bench --bench train -- [--threads 2] [--reps 2] [--batch 8] [--python PY]
+//! ```
+//!
+//! Each side runs in its own process; the ratio is candle samples/s over PyTorch samples/s
+//! (the issue's goal is ≥ 1.0).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use mgscope::modality::npy::{read_npy_as, write_npy};
+use mgscope::nn::resnet3d::{Config, PoseC3D};
+use mgscope::train::optim::{cross_entropy, Sgd};
+
+type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+const PY: &str = r#"
+import json, resource, sys, time
+import numpy as np
+import torch
+import torch.nn.functional as F
+from mmaction.registry import MODELS
+from mmaction.utils import register_all_modules
+register_all_modules()
+threads, reps = int(sys.argv[1]), int(sys.argv[2])
+x = torch.from_numpy(np.load(sys.argv[3]))
+y = torch.from_numpy(np.load(sys.argv[4]).astype(np.int64))
+torch.set_num_threads(threads)
+bb = dict(type='ResNet3dSlowOnly', depth=50, pretrained=None, lateral=False, in_channels=36,
+          base_channels=32, num_stages=3, out_indices=(2,), stage_blocks=(4, 6, 3),
+          conv1_kernel=(1, 7, 7), conv1_stride_s=1, pool1_stride_s=1, inflate=(0, 1, 1),
+          spatial_strides=(2, 2, 2), temporal_strides=(1, 1, 2), dilations=(1, 1, 1))
+model = MODELS.build(dict(type='Recognizer3D', backbone=bb,
+                          cls_head=dict(type='I3DHead', in_channels=512, num_classes=32,
+                                        dropout_ratio=0.5))).train()
+opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=3e-4)
+def step():
+    opt.zero_grad()
+    loss = F.cross_entropy(model.cls_head(model.backbone(x)), y)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 40)
+    opt.step()
+step()
+ts = []
+for _ in range(reps):
+    t = time.perf_counter(); step(); ts.append(time.perf_counter() - t)
+print(json.dumps({'step_s': float(np.median(ts)),
+                  'peak_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"#;
+
+fn peak_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
+        })
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn child(x: &PathBuf, y: &PathBuf, reps: usize) -> Res<()> {
+    let dev = Device::Cpu;
+    let vm = VarMap::new();
+    let net = PoseC3D::new(
+        &Config::posec3d_joint36(),
+        VarBuilder::from_varmap(&vm, DType::F32, &dev),
+    )?;
+    let params: BTreeMap<String, candle_core::Var> = vm
+        .data()
+        .lock()
+        .map_err(|_| "poisoned VarMap")?
+        .iter()
+        .filter(|(k, _)| !k.contains("running_"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let (shape, data) = read_npy_as::<f32>(x)?;
+    let x = Tensor::from_vec(data, shape, &dev)?;
+    let (_, labels) = read_npy_as::<f32>(y)?;
+    let labels: Vec<u32> = labels.iter().map(|v| *v as u32).collect();
+    let y = Tensor::new(labels.as_slice(), &dev)?;
+    let mut sgd = Sgd::new(0.9, 3e-4);
+    let mut step = || -> Res<()> {
+        let logits = net.forward_t(&x, true)?;
+        let loss = cross_entropy(&logits, &y, 0.0)?;
+        let grads = loss.backward()?;
+        sgd.step(&params, &grads, 0.05, Some(40.0))?;
+        Ok(())
+    };
+    step()?;
+    let mut ts = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let t = Instant::now();
+        step()?;
+        ts.push(t.elapsed().as_secs_f64());
+    }
+    ts.sort_by(f64::total_cmp);
+    println!(
+        "{{\"step_s\": {}, \"peak_mib\": {}}}",
+        ts[ts.len() / 2],
+        peak_mib()
+    );
+    Ok(())
+}
+
+fn run_json(cmd: &mut Command) -> Res<serde_json::Value> {
+    let out = cmd.output()?;
+    if !out.status.success() {
+        return Err(format!(
+            "{:?} failed: {}",
+            cmd.get_program(),
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .ok_or("no JSON line in the output")?;
+    Ok(serde_json::from_str(line)?)
+}
+
+fn main() -> Res<()> {
+    let mut threads = 2usize;
+    let mut reps = 2usize;
+    let mut batch = 8usize;
+    let mut python = std::env::var_os("MGSCOPE_PY")
+        .map(PathBuf::from)
+        .or_else(|| {
+            let p = PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache/mgscope-reference/venv/bin/python");
+            p.exists().then_some(p)
+        });
+    let mut child_io: Option<(PathBuf, PathBuf)> = None;
+    let mut it = std::env::args().skip(1);
+    while let Some(k) = it.next() {
+        let mut val = || it.next().ok_or_else(|| format!("{k} needs a value"));
+        match k.as_str() {
+            "--threads" => threads = val()?.parse()?,
+            "--reps" => reps = val()?.parse()?,
+            "--batch" => batch = val()?.parse()?,
+            "--python" => python = Some(PathBuf::from(val()?)),
+            "--child" => {
+                let x = PathBuf::from(val()?);
+                let y = PathBuf::from(it.next().ok_or("--child X Y")?);
+                child_io = Some((x, y));
+            }
+            "--bench" => {}
+            other => return Err(format!("unknown argument {other}").into()),
+        }
+    }
+    if let Some((x, y)) = child_io {
+        return child(&x, &y, reps);
+    }
+    let dir = std::env::temp_dir().join(format!("mgscope-train-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let shape = [batch, 36, 48, 56, 56];
+    let n: usize = shape.iter().product();
+    let x: Vec<f32> = (0..n)
+        .map(|k| ((k * 7919) % 1000) as f32 / 1000.0)
+        .collect();
+    let y: Vec<f32> = (0..batch).map(|i| ((i * 7) % 32) as f32).collect();
+    let (xp, yp) = (dir.join("x.npy"), dir.join("y.npy"));
+    write_npy(&xp, &shape, &x)?;
+    write_npy(&yp, &[batch], &y)?;
+    let ours = run_json(
+        Command::new(std::env::current_exe()?)
+            .env("RAYON_NUM_THREADS", threads.to_string())
+            .args(["--reps", &reps.to_string(), "--child"])
+            .arg(&xp)
+            .arg(&yp),
+    )?;
+    let theirs = match &python {
+        Some(py) => run_json(
+            Command::new(py)
+                .env("OMP_NUM_THREADS", threads.to_string())
+                .args(["-W", "ignore", "-c", PY])
+                .arg(threads.to_string())
+                .arg(reps.to_string())
+                .arg(&xp)
+                .arg(&yp),
+        )
+        .map_err(|e| eprintln!("PyTorch side failed: {e}"))
+        .ok(),
+        None => None,
+    };
+    let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+    let ours_sps = batch as f64 / f(&ours, "step_s");
+    let (theirs_sps, theirs_mib) = theirs.as_ref().map_or((f64::NAN, f64::NAN), |t| {
+        (batch as f64 / f(t, "step_s"), f(t, "peak_mib"))
+    });
+    println!(
+        "PoseC3D joint36 training, batch {batch}×36×48×56², {threads} thread(s), median of {reps} steps after a warm-up"
+    );
+    println!(
+        "candle {ours_sps:.3} samples/s ({:.0} MiB) · PyTorch {theirs_sps:.3} samples/s ({theirs_mib:.0} MiB) · ratio {:.2} (goal ≥ 1.0)",
+        f(&ours, "peak_mib"),
+        ours_sps / theirs_sps
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
