@@ -97,16 +97,16 @@ fn conv3d_budget(x: &Tensor, kernel: &Tensor, cfg: &Conv3dConfig, budget: usize)
         // The whole batch fits one im2col: no per-item `get`, whose backward would scatter
         // each item's gradient into a zero tensor of the full batch (N× the traffic in
         // training).
-        let mut cols = Vec::with_capacity(taps);
-        for a in 0..kt {
-            let xt = take_dim(&x, 2, a * dt, st, t_out)?;
-            for r in 0..kh {
-                let xh = take_dim(&xt, 3, r * dh, sh, h_out)?;
-                for e in 0..kw {
-                    cols.push(take_dim(&xh, 4, e * dw, sw, w_out)?);
-                }
-            }
-        }
+        let cols = window_taps(
+            &x,
+            2,
+            0,
+            t_out,
+            (kt, kh, kw),
+            cfg.stride,
+            cfg.dilation,
+            (h_out, w_out),
+        )?;
         let cols = Tensor::cat(&cols, 1)?.reshape((n, taps * c, t_out * h_out * w_out))?;
         return wmat
             .broadcast_matmul(&cols)?
@@ -120,16 +120,16 @@ fn conv3d_budget(x: &Tensor, kernel: &Tensor, cfg: &Conv3dConfig, budget: usize)
         let mut t0 = 0;
         while t0 < t_out {
             let len = chunk.min(t_out - t0);
-            let mut cols = Vec::with_capacity(taps);
-            for a in 0..kt {
-                let xt = take_dim(&xb, 1, t0 * st + a * dt, st, len)?;
-                for r in 0..kh {
-                    let xh = take_dim(&xt, 2, r * dh, sh, h_out)?;
-                    for e in 0..kw {
-                        cols.push(take_dim(&xh, 3, e * dw, sw, w_out)?);
-                    }
-                }
-            }
+            let cols = window_taps(
+                &xb,
+                1,
+                t0,
+                len,
+                (kt, kh, kw),
+                cfg.stride,
+                cfg.dilation,
+                (h_out, w_out),
+            )?;
             let cols = Tensor::cat(&cols, 0)?.reshape((taps * c, len * h_out * w_out))?;
             outs.push(wmat.matmul(&cols)?.reshape((o, len, h_out, w_out))?);
             t0 += len;
@@ -141,6 +141,36 @@ fn conv3d_budget(x: &Tensor, kernel: &Tensor, cfg: &Conv3dConfig, budget: usize)
         });
     }
     Tensor::stack(&items, 0)
+}
+
+/// The kernel taps of a 3-D window op as strided views of `x`, whose axes `d, d+1, d+2` are
+/// (time, height, width): for tap (a, r, e) the `len` frames from `t0·st + a·dt`, and the
+/// `h_out × w_out` positions from `(r·dh, e·dw)`, in (a, r, e)-major order.
+#[allow(clippy::too_many_arguments)]
+fn window_taps(
+    x: &Tensor,
+    d: usize,
+    t0: usize,
+    len: usize,
+    kernel: Triple,
+    stride: Triple,
+    dilation: Triple,
+    (h_out, w_out): (usize, usize),
+) -> Result<Vec<Tensor>> {
+    let (kt, kh, kw) = kernel;
+    let (st, sh, sw) = stride;
+    let (dt, dh, dw) = dilation;
+    let mut taps = Vec::with_capacity(kt * kh * kw);
+    for a in 0..kt {
+        let xt = take_dim(x, d, t0 * st + a * dt, st, len)?;
+        for r in 0..kh {
+            let xh = take_dim(&xt, d + 1, r * dh, sh, h_out)?;
+            for e in 0..kw {
+                taps.push(take_dim(&xh, d + 2, e * dw, sw, w_out)?);
+            }
+        }
+    }
+    Ok(taps)
 }
 
 /// `nn.MaxPool3d(kernel, stride, padding)` forward (padding counts as −∞, as PyTorch).
@@ -163,18 +193,11 @@ pub fn max_pool3d(x: &Tensor, kernel: Triple, stride: Triple, padding: Triple) -
     };
     let x = neg(&neg(&neg(x, 2, pt)?, 3, ph)?, 4, pw)?;
     let mut out: Option<Tensor> = None;
-    for a in 0..kt {
-        let xt = take_dim(&x, 2, a, st, t_out)?;
-        for b in 0..kh {
-            let xh = take_dim(&xt, 3, b, sh, h_out)?;
-            for c in 0..kw {
-                let xw = take_dim(&xh, 4, c, sw, w_out)?;
-                out = Some(match out {
-                    None => xw,
-                    Some(m) => m.maximum(&xw)?,
-                });
-            }
-        }
+    for xw in window_taps(&x, 2, 0, t_out, kernel, stride, (1, 1, 1), (h_out, w_out))? {
+        out = Some(match out {
+            None => xw,
+            Some(m) => m.maximum(&xw)?,
+        });
     }
     let y = out.ok_or_else(|| candle_core::Error::Msg("max_pool3d: empty kernel".into()))?;
     debug_assert_eq!(y.dim(0)?, n);
