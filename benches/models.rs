@@ -21,7 +21,9 @@ use mgscope::modality::npy::{read_npy_as, write_npy};
 use mgscope::nn::checkpoint::StateDict;
 use mgscope::nn::models::Model;
 
-type Res<T> = Result<T, Box<dyn std::error::Error>>;
+mod common;
+
+use common::{peak_mib, run_json, Res};
 
 /// (arch, input shapes): the shapes of one test view.
 const CASES: &[(&str, &[&[usize]])] = &[
@@ -138,18 +140,6 @@ fn dirs_home() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/"))
 }
 
-fn peak_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
-        })
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
 /// One model in this process: build, warm up, time; prints JSON like the Python side.
 fn child(arch: &str, inputs: &[PathBuf], reps: usize) -> Res<()> {
     let dev = Device::Cpu;
@@ -191,25 +181,6 @@ fn child(arch: &str, inputs: &[PathBuf], reps: usize) -> Res<()> {
         peak_mib()
     );
     Ok(())
-}
-
-fn run_json(cmd: &mut Command) -> Res<serde_json::Value> {
-    let out = cmd.output()?;
-    if !out.status.success() {
-        return Err(format!(
-            "{:?} failed: {}",
-            cmd.get_program(),
-            String::from_utf8_lossy(&out.stderr)
-        )
-        .into());
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .ok_or("no JSON line in the output")?;
-    Ok(serde_json::from_str(line)?)
 }
 
 fn write_inputs(dir: &Path, arch: &str, shapes: &[&[usize]]) -> Res<Vec<PathBuf>> {

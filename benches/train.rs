@@ -20,7 +20,9 @@ use mgscope::modality::npy::{read_npy_as, write_npy};
 use mgscope::nn::resnet3d::{Config, PoseC3D};
 use mgscope::train::optim::{cross_entropy, Sgd};
 
-type Res<T> = Result<T, Box<dyn std::error::Error>>;
+mod common;
+
+use common::{peak_mib, run_json, Res};
 
 const PY: &str = r#"
 import json, resource, sys, time
@@ -55,18 +57,6 @@ for _ in range(reps):
 print(json.dumps({'step_s': float(np.median(ts)),
                   'peak_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 "#;
-
-fn peak_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
-        })
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
 
 fn child(x: &PathBuf, y: &PathBuf, reps: usize) -> Res<()> {
     let dev = Device::Cpu;
@@ -110,25 +100,6 @@ fn child(x: &PathBuf, y: &PathBuf, reps: usize) -> Res<()> {
         peak_mib()
     );
     Ok(())
-}
-
-fn run_json(cmd: &mut Command) -> Res<serde_json::Value> {
-    let out = cmd.output()?;
-    if !out.status.success() {
-        return Err(format!(
-            "{:?} failed: {}",
-            cmd.get_program(),
-            String::from_utf8_lossy(&out.stderr)
-        )
-        .into());
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .ok_or("no JSON line in the output")?;
-    Ok(serde_json::from_str(line)?)
 }
 
 fn main() -> Res<()> {

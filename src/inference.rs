@@ -31,20 +31,25 @@ pub struct ClipPredictor {
     skeleton: Skeleton,
     /// video id → (height, width)
     sizes: HashMap<String, (usize, usize)>,
+    /// video id → its record (media path), read once rather than per clip.
+    #[cfg(feature = "video")]
+    videos: HashMap<String, crate::dataset::Video>,
     #[cfg(feature = "video")]
     readers: HashMap<PathBuf, crate::media::decode::VideoReader>,
 }
 
 impl ClipPredictor {
     pub fn new(ds: &Dataset) -> Result<Self, PredictError> {
-        let sizes = ds
-            .videos()?
-            .into_iter()
-            .filter_map(|v| Some((v.vid, (v.height? as usize, v.width? as usize))))
+        let all = ds.videos()?;
+        let sizes = all
+            .iter()
+            .filter_map(|v| Some((v.vid.clone(), (v.height? as usize, v.width? as usize))))
             .collect();
         Ok(ClipPredictor {
             skeleton: imigue36(),
             sizes,
+            #[cfg(feature = "video")]
+            videos: all.into_iter().map(|v| (v.vid.clone(), v)).collect(),
             #[cfg(feature = "video")]
             readers: HashMap::new(),
         })
@@ -134,14 +139,10 @@ impl ClipPredictor {
 
         // Which file holds the frames, and where the clip starts in it.
         let (path, first, n) = if modality == "rgb" {
-            let v = ds
-                .videos()?
-                .into_iter()
-                .find(|v| v.vid == s.video)
-                .ok_or_else(|| {
-                    PredictError::Skip(format!("video {} is not in the dataset", s.video))
-                })?;
-            let p = ds.media_path(&v).ok_or_else(|| {
+            let v = self.videos.get(&s.video).ok_or_else(|| {
+                PredictError::Skip(format!("video {} is not in the dataset", s.video))
+            })?;
+            let p = ds.media_path(v).ok_or_else(|| {
                 PredictError::Skip(format!("video {} has no media file", s.video))
             })?;
             (p, s.start as usize, s.frames() as usize)
