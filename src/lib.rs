@@ -23,5 +23,7 @@ pub mod media;
 
 #[cfg(feature = "gui")]
 pub mod app;
+#[cfg(feature = "gui")]
+pub mod render;
 
 pub use error::{Error, Result};
