@@ -84,11 +84,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn turbo_runs_dark_blue_to_dark_red_through_green() {
-        let lo = turbo(0.0);
+    fn turbo_runs_blue_to_dark_red_through_green() {
+        let lo = turbo(0.1);
         let mid = turbo(0.5);
         let hi = turbo(1.0);
-        assert!(lo[2] > lo[0] && lo[2] > 0.1, "{lo:?}");
+        assert!(lo[2] > lo[0] && lo[2] > lo[1] && lo[2] > 0.6, "{lo:?}");
         assert!(
             mid[1] > 0.9 && mid[1] > mid[0] && mid[1] > mid[2],
             "{mid:?}"
