@@ -1,6 +1,6 @@
-//! The open clip's RGB frames with the 36-keypoint skeleton over them, a frame slider and
-//! playback. Frames come from a prefetch thread through the frame cache; the window never waits
-//! on the decoder, and the frame number shown is the number of the pixels shown.
+//! The open clip's cursor, frame slider and playback. Frames come from a prefetch thread
+//! through the frame cache; the window never waits on the decoder, and the frame number shown
+//! is the number of the pixels shown (the panes draw them, `panes.rs`).
 
 use std::path::PathBuf;
 use std::sync::{mpsc, Arc};
@@ -10,7 +10,7 @@ use eframe::egui;
 
 use crate::dataset::{Keypoints, Sample, Skeleton};
 use crate::media::cache::{FrameCache, Prefetcher, DEFAULT_BUDGET_BYTES};
-use crate::media::decode::{build_index, FrameIndex};
+use crate::media::decode::{build_index, FrameIndex, RgbFrame};
 use crate::store::Dataset;
 
 enum State {
@@ -34,8 +34,8 @@ pub struct ClipView {
     cache: Arc<FrameCache>,
     keypoints: Option<Keypoints>,
     skeleton: Skeleton,
-    texture: Option<(u32, egui::TextureHandle)>,
-    show_skeleton: bool,
+    /// The frame on screen: the cursor's once it is decoded, the previous one until then.
+    shown: Option<(u32, Arc<RgbFrame>)>,
 }
 
 impl ClipView {
@@ -76,8 +76,7 @@ impl ClipView {
             cache: Arc::new(FrameCache::new(DEFAULT_BUDGET_BYTES)),
             keypoints: ds.sample_keypoints(s).ok().flatten(),
             skeleton: Skeleton::imigue36(),
-            texture: None,
-            show_skeleton: true,
+            shown: None,
         })
     }
 
@@ -120,6 +119,19 @@ impl ClipView {
         let f = (i64::from(self.cursor) + delta).clamp(i64::from(self.start), i64::from(self.end));
         self.playing = false;
         self.seek(f as u32);
+    }
+
+    /// The frame the panes show and its pixels.
+    pub fn shown_frame(&self) -> Option<(u32, Arc<RgbFrame>)> {
+        self.shown.clone()
+    }
+
+    pub fn keypoints(&self) -> Option<&Keypoints> {
+        self.keypoints.as_ref()
+    }
+
+    pub fn skeleton(&self) -> &Skeleton {
+        &self.skeleton
     }
 
     pub fn toggle_play(&mut self) {
@@ -173,7 +185,6 @@ impl ClipView {
                 self.playing = false;
                 self.seek(f);
             }
-            ui.checkbox(&mut self.show_skeleton, "skeleton");
         });
 
         let key = match &self.state {
@@ -198,83 +209,26 @@ impl ClipView {
                 pf.key
             }
         };
-        if self.texture.as_ref().map(|(i, _)| *i) != Some(self.cursor) {
-            if let Some(f) = self.cache.get(key, self.cursor as usize) {
-                let img =
-                    egui::ColorImage::from_rgb([f.width as usize, f.height as usize], &f.data);
-                match &mut self.texture {
-                    Some((i, t)) => {
-                        t.set(img, egui::TextureOptions::LINEAR);
-                        *i = self.cursor;
-                    }
-                    None => {
-                        let t = ctx.load_texture("clip-frame", img, egui::TextureOptions::LINEAR);
-                        self.texture = Some((self.cursor, t));
-                    }
-                }
-            }
+        if let Some(f) = self.cache.get(key, self.cursor as usize) {
+            self.shown = Some((self.cursor, f));
         }
-        let Some((shown, tex)) = &self.texture else {
+        let Some((shown, _)) = &self.shown else {
             ui.horizontal(|ui| {
                 ui.spinner();
                 ui.label(format!("decoding frame {}…", self.cursor));
             });
             return;
         };
-        let shown = *shown;
         ui.label(format!(
             "{} — frame {shown} (sample {}–{}){}",
             self.clip_id,
             self.start,
             self.end,
-            if shown != self.cursor {
+            if *shown != self.cursor {
                 "  · decoding…"
             } else {
                 ""
             }
         ));
-        let size = tex.size_vec2();
-        let avail = ui.available_size();
-        let scale = (avail.x / size.x).min(avail.y / size.y).max(0.05);
-        let (rect, _) = ui.allocate_exact_size(size * scale, egui::Sense::hover());
-        egui::Image::from_texture((tex.id(), size)).paint_at(ui, rect);
-        if !self.show_skeleton {
-            return;
-        }
-        let Some(k) = &self.keypoints else { return };
-        let t = (shown - self.start) as usize;
-        if t >= k.frames || k.joints != self.skeleton.len() {
-            return;
-        }
-        let painter = ui.painter_at(rect);
-        let to_screen = |p: [f32; 3]| rect.min + egui::vec2(p[0], p[1]) * scale;
-        for m in 0..k.persons {
-            for l in &self.skeleton.limbs {
-                let (a, b) = (k.get(t, m, l[0]), k.get(t, m, l[1]));
-                if Keypoints::is_missing(a) || Keypoints::is_missing(b) {
-                    continue;
-                }
-                let alpha = (a[2].min(b[2]).clamp(0.0, 1.0) * 255.0) as u8;
-                painter.line_segment(
-                    [to_screen(a), to_screen(b)],
-                    egui::Stroke::new(
-                        1.5,
-                        egui::Color32::from_rgba_unmultiplied(80, 220, 120, alpha),
-                    ),
-                );
-            }
-            for j in 0..k.joints {
-                let p = k.get(t, m, j);
-                if Keypoints::is_missing(p) {
-                    continue;
-                }
-                let alpha = (p[2].clamp(0.0, 1.0) * 255.0) as u8;
-                painter.circle_filled(
-                    to_screen(p),
-                    2.5,
-                    egui::Color32::from_rgba_unmultiplied(255, 200, 40, alpha),
-                );
-            }
-        }
     }
 }

@@ -4,6 +4,7 @@
 
 mod clip_view;
 mod ensemble_panel;
+mod panes;
 mod predictions;
 
 use std::path::{Path, PathBuf};
@@ -17,6 +18,7 @@ use crate::store::{Dataset, Event};
 use crate::util::default_author;
 
 const LAST_DATASET_KEY: &str = "mgscope.last_dataset";
+const PANES_KEY: &str = "mgscope.panes";
 
 /// Default place for the demo dataset the app offers on first launch.
 pub fn default_demo_dir() -> PathBuf {
@@ -45,7 +47,15 @@ pub fn run(dataset: Option<PathBuf>, checkpoint: Option<(String, PathBuf)>) -> R
                 .storage
                 .and_then(|s| s.get_string(LAST_DATASET_KEY))
                 .map(PathBuf::from);
+            panes::install(cc);
             let mut app = MgApp::default();
+            if let Some(p) = cc
+                .storage
+                .and_then(|s| s.get_string(PANES_KEY))
+                .and_then(|j| serde_json::from_str(&j).ok())
+            {
+                app.panes.settings = p;
+            }
             if let Some(p) = dataset.or(last) {
                 app.open(&p);
             }
@@ -82,6 +92,7 @@ struct MgApp {
     /// A selection to apply at the next frame, where the egui context is at hand.
     pending_select: Option<usize>,
     predictions: predictions::Predictions,
+    panes: panes::Panes,
     ensemble: ensemble_panel::EnsemblePanel,
     /// The browser shows only these clips (a confusion-matrix cell).
     cell_filter: Option<ensemble_panel::CellFilter>,
@@ -107,6 +118,7 @@ impl MgApp {
                 self.selected = None;
                 self.clip = None;
                 self.clip_for = None;
+                self.panes.close();
                 self.reload();
                 self.status = format!("opened {}", dir.display());
                 self.error = None;
@@ -146,6 +158,11 @@ impl MgApp {
                 (Some(s), Some(ds)) => clip_view::ClipView::open(ds, &s, ctx),
                 _ => None,
             };
+        }
+        // Keyed by clip and bounds, so a bounds change recomputes and a reselect does not.
+        match (self.current().cloned(), &self.dataset) {
+            (Some(s), Some(ds)) => self.panes.open(ds, &s, ctx),
+            _ => self.panes.close(),
         }
     }
 
@@ -450,7 +467,16 @@ impl eframe::App for MgApp {
             });
 
         egui::CentralPanel::default().show(ui, |ui| match (&mut self.clip, &self.dataset) {
-            (Some(c), Some(ds)) => c.ui(ui, ds),
+            (Some(c), Some(ds)) => {
+                c.ui(ui, ds);
+                self.panes.toolbar(ui);
+                let input = panes::FrameInput {
+                    frame: c.shown_frame(),
+                    keypoints: c.keypoints(),
+                    skeleton: c.skeleton(),
+                };
+                self.panes.ui(ui, &input);
+            }
             _ => {
                 ui.centered_and_justified(|ui| {
                     ui.label(if self.selected.is_some() {
@@ -462,8 +488,13 @@ impl eframe::App for MgApp {
             }
         });
 
-        if let (Some(storage), Some(ds)) = (frame.storage_mut(), &self.dataset) {
-            storage.set_string(LAST_DATASET_KEY, ds.root().display().to_string());
+        if let Some(storage) = frame.storage_mut() {
+            if let Some(ds) = &self.dataset {
+                storage.set_string(LAST_DATASET_KEY, ds.root().display().to_string());
+            }
+            if let Ok(j) = serde_json::to_string(&self.panes.settings) {
+                storage.set_string(PANES_KEY, j);
+            }
         }
     }
 }

@@ -262,6 +262,8 @@ struct GpuPane {
     bind_group: wgpu::BindGroup,
     uniform: wgpu::Buffer,
     layers: u32,
+    /// The caller's name for the image now in the texture.
+    stamp: u64,
 }
 
 /// Pipelines for one colour target format and the panes' GPU resources, by pane id.
@@ -360,13 +362,15 @@ impl PaneRenderer {
     }
 
     /// Uploads `image` as pane `id`'s texture, reallocating only when its size or format
-    /// changes (stepping through a clip reuses one texture).
+    /// changes (stepping through a clip reuses one texture). `stamp` names the image, so a
+    /// caller can skip the upload of an image already there ([`PaneRenderer::stamp`]).
     pub fn upload(
         &mut self,
         device: &wgpu::Device,
         queue: &wgpu::Queue,
         id: u64,
         image: &PaneImage,
+        stamp: u64,
     ) -> Result<()> {
         image.validate()?;
         let (w, h) = image.size();
@@ -427,12 +431,14 @@ impl PaneRenderer {
                     bind_group,
                     uniform,
                     layers,
+                    stamp,
                 },
             );
         }
-        let Some(pane) = self.panes.get(&id) else {
+        let Some(pane) = self.panes.get_mut(&id) else {
             return Ok(());
         };
+        pane.stamp = stamp;
         let (bytes, row) = image.texels();
         queue.write_texture(
             wgpu::TexelCopyTextureInfo {
@@ -459,8 +465,9 @@ impl PaneRenderer {
         }
     }
 
-    pub fn has_pane(&self, id: u64) -> bool {
-        self.panes.contains_key(&id)
+    /// The stamp of the image pane `id` shows, if any.
+    pub fn stamp(&self, id: u64) -> Option<u64> {
+        self.panes.get(&id).map(|p| p.stamp)
     }
 
     /// Drops the resources of panes not in `keep` (closed clips, hidden panes).
@@ -515,7 +522,7 @@ pub fn render_offscreen(
 ) -> Result<Vec<u8>> {
     let format = wgpu::TextureFormat::Rgba8Unorm;
     let mut renderer = PaneRenderer::new(device, format);
-    renderer.upload(device, queue, 0, image)?;
+    renderer.upload(device, queue, 0, image, 0)?;
     renderer.set_params(queue, 0, params);
     let target = device.create_texture(&wgpu::TextureDescriptor {
         label: Some("mgscope-offscreen"),
