@@ -6,6 +6,7 @@ mod clip_view;
 mod ensemble_panel;
 mod panes;
 mod predictions;
+mod training_panel;
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -93,6 +94,7 @@ struct MgApp {
     pending_select: Option<usize>,
     predictions: predictions::Predictions,
     panes: panes::Panes,
+    training: training_panel::TrainingPanel,
     ensemble: ensemble_panel::EnsemblePanel,
     /// The browser shows only these clips (a confusion-matrix cell).
     cell_filter: Option<ensemble_panel::CellFilter>,
@@ -105,6 +107,7 @@ enum Tab {
     Label,
     Predictions,
     Ensemble,
+    Training,
 }
 
 impl MgApp {
@@ -448,11 +451,24 @@ impl eframe::App for MgApp {
                     ui.selectable_value(&mut self.tab, Tab::Label, "Label");
                     ui.selectable_value(&mut self.tab, Tab::Predictions, "Predictions");
                     ui.selectable_value(&mut self.tab, Tab::Ensemble, "Ensemble");
+                    ui.selectable_value(&mut self.tab, Tab::Training, "Training");
                 });
                 ui.separator();
                 match self.tab {
                     Tab::Label => self.details(ui),
                     Tab::Predictions => self.predictions_tab(ui),
+                    Tab::Training => {
+                        if let Some(ds) = &self.dataset {
+                            let root = ds.root().to_path_buf();
+                            let action = egui::ScrollArea::vertical()
+                                .show(ui, |ui| self.training.ui(ui, &root))
+                                .inner;
+                            if let Some(training_panel::Action::StreamsChanged) = action {
+                                self.predictions.load_streams(ds);
+                                self.ensemble.load(ds, Split::Val);
+                            }
+                        }
+                    }
                     Tab::Ensemble => {
                         if let Some(ds) = &self.dataset {
                             let tax = ds.taxonomy().clone();

@@ -402,14 +402,7 @@ pub fn train(dataset: &Path, cfg: Option<&TrainConfig>, opts: &RunOptions) -> Re
     }
     let mut stream_name = None;
     if finished && opts.register_stream && best.is_some() {
-        let name = cfg.run.stream.clone().unwrap_or_else(|| {
-            format!(
-                "train:{}",
-                out.file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_else(|| "run".into())
-            )
-        });
+        let name = stream_name_for(&cfg, out);
         register(
             &mut ds,
             &name,
@@ -701,6 +694,44 @@ fn write_scores(
     };
     let text = serde_json::to_string(&s).map_err(|e| TrainError::Invalid(e.to_string()))?;
     std::fs::write(path, text).map_err(|e| TrainError::io(path, e))
+}
+
+/// The ensemble stream a run's validation scores go to: the config's `run.stream`, else
+/// `train:<run folder name>`.
+pub fn stream_name_for(cfg: &TrainConfig, out: &Path) -> String {
+    cfg.run.stream.clone().unwrap_or_else(|| {
+        format!(
+            "train:{}",
+            out.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "run".into())
+        )
+    })
+}
+
+/// Stores a run's best validation scores (`val_scores.json`) as an ensemble stream of the
+/// dataset at `dataset` — what a completed run does by itself, for a run stopped early or made
+/// with `--no-stream`. Returns the stream's name.
+pub fn register_run(dataset: &Path, out: &Path) -> Result<String> {
+    let cfg = TrainConfig::load(&out.join("config.toml"), None)?;
+    let scores = out.join("val_scores.json");
+    if !scores.is_file() {
+        return Err(TrainError::Invalid(format!(
+            "{}: the run has not validated yet (no val_scores.json)",
+            out.display()
+        )));
+    }
+    let mut ds = Dataset::open(dataset)?;
+    let classes = ds.taxonomy().len();
+    let name = stream_name_for(&cfg, out);
+    register(
+        &mut ds,
+        &name,
+        &scores,
+        &out.join("best.safetensors"),
+        classes,
+    )?;
+    Ok(name)
 }
 
 fn register(
