@@ -367,7 +367,6 @@ impl TrainingPanel {
             ui.strong("run");
             ui.strong("status");
             ui.strong("val top-1");
-            ui.strong("");
             ui.end_row();
             for r in &self.runs {
                 let sel = self.selected.as_ref() == Some(&r.dir);
@@ -405,27 +404,35 @@ impl TrainingPanel {
                         )),
                     _ => ui.weak("—"),
                 };
-                ui.horizontal(|ui| {
-                    if r.status == Status::Stopped
-                        && ui
-                            .add_enabled(self.job.is_none(), egui::Button::new("Resume"))
-                            .clicked()
-                    {
-                        resume = Some(r.dir.clone());
-                    }
-                    if r.best_val.is_some()
-                        && r.status != Status::Running
-                        && ui
-                            .button("Use as ensemble stream")
-                            .on_hover_text("store the best checkpoint's validation scores in the dataset")
-                            .clicked()
-                    {
-                        register = Some(r.dir.clone());
-                    }
-                });
                 ui.end_row();
             }
         });
+        // Actions for the selected run, under the table so the panel keeps its width.
+        if let Some(r) = self
+            .runs
+            .iter()
+            .find(|r| Some(&r.dir) == self.selected.as_ref())
+        {
+            ui.horizontal(|ui| {
+                if r.status == Status::Stopped
+                    && ui
+                        .add_enabled(self.job.is_none(), egui::Button::new("Resume"))
+                        .on_hover_text("continue from last.safetensors; the result equals an uninterrupted run")
+                        .clicked()
+                {
+                    resume = Some(r.dir.clone());
+                }
+                if r.best_val.is_some()
+                    && r.status != Status::Running
+                    && ui
+                        .button("Use as ensemble stream")
+                        .on_hover_text("store the best checkpoint's validation scores in the dataset")
+                        .clicked()
+                {
+                    register = Some(r.dir.clone());
+                }
+            });
+        }
         if let Some(dir) = resume {
             self.start(dataset, ui.ctx(), Some(dir));
         }
