@@ -72,6 +72,14 @@ impl EnsemblePanel {
         }
     }
 
+    pub fn top1(&self) -> Option<f64> {
+        self.metrics.as_ref().map(|m| m.top1)
+    }
+
+    pub fn weights(&self) -> &[f32] {
+        &self.weights
+    }
+
     fn recompute(&mut self) {
         let Some(f) = &self.fusion else { return };
         let r = f

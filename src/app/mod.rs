@@ -43,28 +43,7 @@ pub fn run(dataset: Option<PathBuf>, checkpoint: Option<(String, PathBuf)>) -> R
     eframe::run_native(
         "mgscope",
         options,
-        Box::new(move |cc| {
-            let last = cc
-                .storage
-                .and_then(|s| s.get_string(LAST_DATASET_KEY))
-                .map(PathBuf::from);
-            panes::install(cc);
-            let mut app = MgApp::default();
-            if let Some(p) = cc
-                .storage
-                .and_then(|s| s.get_string(PANES_KEY))
-                .and_then(|j| serde_json::from_str(&j).ok())
-            {
-                app.panes.settings = p;
-            }
-            if let Some(p) = dataset.or(last) {
-                app.open(&p);
-            }
-            if let Some((arch, ckpt)) = checkpoint {
-                app.predictions.load_from(arch, ckpt, &cc.egui_ctx);
-            }
-            Ok(Box::new(app))
-        }),
+        Box::new(move |cc| Ok(Box::new(MgApp::new(cc, dataset, checkpoint)))),
     )
     .map_err(|e| anyhow::anyhow!("could not open the window: {e}"))
 }
@@ -74,8 +53,10 @@ enum DemoMsg {
     Done(Result<PathBuf, String>),
 }
 
+/// The app's state. Public so that tests can drive the real app (egui_kittest builds it through
+/// [`MgApp::new`] with a wgpu renderer, as eframe does).
 #[derive(Default)]
-struct MgApp {
+pub struct MgApp {
     dataset: Option<Dataset>,
     samples: Vec<Sample>,
     selected: Option<usize>,
@@ -111,6 +92,51 @@ enum Tab {
 }
 
 impl MgApp {
+    /// The app as the window starts it: the pane renderer registered with eframe's wgpu state,
+    /// remembered pane settings, `dataset` (else the last one) opened.
+    pub fn new(
+        cc: &eframe::CreationContext<'_>,
+        dataset: Option<PathBuf>,
+        checkpoint: Option<(String, PathBuf)>,
+    ) -> MgApp {
+        let last = cc
+            .storage
+            .and_then(|s| s.get_string(LAST_DATASET_KEY))
+            .map(PathBuf::from);
+        panes::install(cc);
+        let mut app = MgApp::default();
+        if let Some(p) = cc
+            .storage
+            .and_then(|s| s.get_string(PANES_KEY))
+            .and_then(|j| serde_json::from_str(&j).ok())
+        {
+            app.panes.settings = p;
+        }
+        if let Some(p) = dataset.or(last) {
+            app.open(&p);
+        }
+        if let Some((arch, ckpt)) = checkpoint {
+            app.predictions.load_from(arch, ckpt, &cc.egui_ctx);
+        }
+        app
+    }
+
+    /// The clip open in the panes, and the frame they show (for tests and the status line).
+    pub fn open_clip(&self) -> Option<(&str, Option<u32>)> {
+        let c = self.clip.as_ref()?;
+        Some((c.clip_id.as_str(), c.shown_frame().map(|(i, _)| i)))
+    }
+
+    /// The ensemble tab's validation top-1 for its current weights.
+    pub fn ensemble_top1(&self) -> Option<f64> {
+        self.ensemble.top1()
+    }
+
+    /// The ensemble tab's weights, in stream order.
+    pub fn ensemble_weights(&self) -> &[f32] {
+        self.ensemble.weights()
+    }
+
     fn open(&mut self, dir: &Path) {
         match Dataset::open(dir) {
             Ok(ds) => {

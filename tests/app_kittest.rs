@@ -1,0 +1,221 @@
+//! The real app driven through egui_kittest with its wgpu renderer (Mesa's lavapipe here): a
+//! tiny demo dataset with two stored score streams; selecting, stepping frames, relabeling
+//! from the keyboard, undo, the ensemble slider, and what the panes draw.
+#![cfg(feature = "gui")]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use egui_kittest::kittest::{NodeT, Queryable};
+use eframe::egui;
+use egui_kittest::Harness;
+
+use mgscope::app::MgApp;
+use mgscope::dataset::import::{import, Format};
+use mgscope::dataset::Split;
+use mgscope::ensemble::fusion::Fusion;
+use mgscope::ensemble::metrics::evaluate;
+use mgscope::ensemble::stream::Stream;
+use mgscope::store::{Dataset, StoredStream};
+
+/// Scores that favour class `(label + shift) % C` with strength `sharp`, plus a fixed ripple.
+fn stream(name: &str, ids: &[String], labels: &[Option<u32>], shift: u32, sharp: f32) -> StoredStream {
+    let c = 32;
+    let mut probs = Vec::with_capacity(ids.len() * c);
+    for (i, l) in labels.iter().enumerate() {
+        let target = l.map(|l| (l + shift) % c as u32).unwrap_or(0) as usize;
+        let mut row: Vec<f32> = (0..c)
+            .map(|k| 1.0 + ((i * 31 + k * 17) % 23) as f32 / 10.0 + if k == target { sharp } else { 0.0 })
+            .collect();
+        let sum: f32 = row.iter().sum();
+        row.iter_mut().for_each(|v| *v /= sum);
+        probs.extend(row);
+    }
+    StoredStream {
+        name: name.into(),
+        classes: c,
+        clip_ids: ids.to_vec(),
+        probs,
+        source: "test".into(),
+        report: "{}".into(),
+    }
+}
+
+fn demo_dataset(dir: &Path) -> PathBuf {
+    let release = dir.join("release");
+    mgscope::demo::write_demo(&mgscope::demo::DemoConfig::tiny(), &release, &|_, _| {})
+        .expect("demo");
+    let root = dir.join("ds");
+    let mut ds = Dataset::open_or_create(&root, "imigue").expect("dataset");
+    import(Format::Imigue, &release, &mut ds, &Default::default()).expect("import");
+    let val: Vec<_> = ds
+        .samples()
+        .expect("samples")
+        .into_iter()
+        .filter(|s| s.split == Split::Val)
+        .collect();
+    assert!(val.len() >= 4, "the tiny demo has {} val clips", val.len());
+    let ids: Vec<String> = val.iter().map(|s| s.clip_id.clone()).collect();
+    let labels: Vec<Option<u32>> = val.iter().map(|s| s.label).collect();
+    // "good" is mostly right, "shifted" mostly one class off: weights change top-1.
+    ds.put_stream(&stream("good", &ids, &labels, 0, 0.9)).expect("stream");
+    ds.put_stream(&stream("shifted", &ids, &labels, 1, 2.0)).expect("stream");
+    root
+}
+
+fn harness(root: &Path) -> Harness<'static, MgApp> {
+    let root = root.to_path_buf();
+    Harness::builder()
+        .with_size(egui::vec2(1280.0, 800.0))
+        .wgpu()
+        .build_eframe(move |cc| MgApp::new(cc, Some(root), None))
+}
+
+/// Steps the app (background jobs run on their own threads) until `done` holds.
+fn wait_for(h: &mut Harness<'_, MgApp>, what: &str, done: impl Fn(&MgApp) -> bool) {
+    let t = Instant::now();
+    while !done(h.state()) {
+        assert!(t.elapsed() < Duration::from_secs(60), "timed out waiting for {what}");
+        h.step();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    h.step();
+}
+
+fn shown(app: &MgApp) -> Option<(String, u32)> {
+    app.open_clip()
+        .and_then(|(c, f)| Some((c.to_string(), f?)))
+}
+
+#[test]
+fn select_step_relabel_undo_through_the_keyboard() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = demo_dataset(tmp.path());
+    let first = Dataset::open(&root).expect("open").samples().expect("samples")[0].clone();
+    let mut h = harness(&root);
+    h.step();
+
+    h.key_press(egui::Key::ArrowDown);
+    wait_for(&mut h, "the first frame", |a| shown(a).is_some());
+    assert_eq!(shown(h.state()), Some((first.clip_id.clone(), first.start)));
+    assert!(h
+        .query_by_label_contains(&format!("frame {}", first.start))
+        .is_some());
+
+    h.key_press(egui::Key::ArrowRight);
+    wait_for(&mut h, "the next frame", |a| {
+        shown(a).is_some_and(|(_, f)| f == first.start + 1)
+    });
+    assert!(h
+        .query_by_label_contains(&format!("frame {}", first.start + 1))
+        .is_some());
+
+    // Two digits then Enter assign a class; the store has it before the screen does.
+    let old = first.label.expect("labelled");
+    let new = if old == 12 { 13 } else { 12 };
+    for d in new.to_string().chars() {
+        let key = egui::Key::from_name(&d.to_string()).expect("digit key");
+        h.key_press(key);
+    }
+    h.key_press(egui::Key::Enter);
+    h.step();
+    let ds = Dataset::open(&root).expect("reopen");
+    assert_eq!(ds.sample(&first.clip_id).expect("sample").label, Some(new));
+    let hist = ds.history(Some(&first.clip_id)).expect("history");
+    assert_eq!(hist.len(), 1, "{hist:?}");
+    drop(ds);
+
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::Z);
+    h.step();
+    let ds = Dataset::open(&root).expect("reopen");
+    assert_eq!(ds.sample(&first.clip_id).expect("sample").label, Some(old));
+}
+
+#[test]
+fn moving_a_weight_slider_shows_the_engines_top1() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = demo_dataset(tmp.path());
+    let mut h = harness(&root);
+    h.step();
+    h.get_by_label("Ensemble").click();
+    h.run_steps(3);
+
+    // The engine's own figures for the weights the test sets.
+    let ds = Dataset::open(&root).expect("open");
+    let val: Vec<_> = ds
+        .samples()
+        .expect("samples")
+        .into_iter()
+        .filter(|s| s.split == Split::Val)
+        .collect();
+    let streams = ds
+        .stream_names()
+        .expect("names")
+        .iter()
+        .map(|n| Stream::Single(ds.load_stream(n).expect("load").to_stream().expect("stream")))
+        .collect();
+    let fusion = Fusion::new(
+        val.iter().map(|s| s.clip_id.clone()).collect(),
+        val.iter().map(|s| s.label).collect(),
+        streams,
+    )
+    .expect("fusion");
+    let top1 = |w: &[f32]| {
+        evaluate(&fusion.fused(w).expect("fused"), 32, fusion.labels())
+            .expect("metrics")
+            .top1
+    };
+    let names = fusion.stream_names().to_vec();
+    let good = names.iter().position(|n| n == "good").expect("good");
+    let equal = top1(&[0.5, 0.5]);
+    assert!((h.state().ensemble_top1().expect("top-1") - equal).abs() < 1e-12);
+
+    let sliders: Vec<_> = h
+        .get_all_by_role(egui::accesskit::Role::Slider)
+        .collect();
+    assert_eq!(sliders.len(), 2, "one slider per stream");
+    // All weight on the shifted stream: top-1 drops to what the engine says.
+    sliders[good].set_value_accesskit(0.0);
+    h.run_steps(2);
+    let mut w = vec![0.5f32; 2];
+    w[good] = 0.0;
+    assert_eq!(h.state().ensemble_weights(), &w[..]);
+    let expected = top1(&w);
+    assert!(expected < equal, "the shifted stream alone should be worse: {expected} vs {equal}");
+    assert_eq!(h.state().ensemble_top1(), Some(expected));
+    let shown = format!("top-1 {:.2} %", expected * 100.0);
+    assert!(
+        h.query_by_label_contains(&shown).is_some(),
+        "the tab should read {shown:?}"
+    );
+}
+
+#[test]
+fn the_panes_render_the_clip() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = demo_dataset(tmp.path());
+    let mut h = harness(&root);
+    h.step();
+    h.key_press(egui::Key::ArrowDown);
+    wait_for(&mut h, "the first frame", |a| shown(a).is_some());
+    // Let the per-clip job finish (heatmaps, Taylor, flow of a short clip).
+    let t = Instant::now();
+    while h.query_by_label_contains("computing").is_some() && t.elapsed() < Duration::from_secs(60) {
+        h.step();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    h.run_steps(3);
+    let img = h.render().expect("render");
+    // The RGB pane is the decoded frame: its pixels are not the window's flat greys.
+    let (w, hgt) = img.dimensions();
+    let mut colourful = 0usize;
+    for y in (0..hgt).step_by(4) {
+        for x in (0..w).step_by(4) {
+            let p = img.get_pixel(x, y).0;
+            let spread = p[0].max(p[1]).max(p[2]) - p[0].min(p[1]).min(p[2]);
+            colourful += usize::from(spread > 60);
+        }
+    }
+    assert!(colourful > 500, "only {colourful} coloured samples: the panes drew nothing");
+    h.snapshot("panes_demo_clip");
+}
