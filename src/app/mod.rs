@@ -3,8 +3,10 @@
 //! prediction/ensemble/training tabs build on it.
 
 mod clip_view;
+mod commands;
 mod ensemble_panel;
 mod predictions;
+mod timeline;
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -15,6 +17,7 @@ use eframe::egui;
 use crate::dataset::{Sample, Split};
 use crate::store::{Dataset, Event};
 use crate::util::default_author;
+use commands::CommandId;
 
 const LAST_DATASET_KEY: &str = "mgscope.last_dataset";
 
@@ -86,9 +89,17 @@ struct MgApp {
     /// The browser shows only these clips (a confusion-matrix cell).
     cell_filter: Option<ensemble_panel::CellFilter>,
     tab: Tab,
+    timeline: timeline::Timeline,
+    palette: commands::Palette,
+    help_open: bool,
+    /// Put the keyboard in the filter field at the next frame (it is drawn after the keys).
+    focus_filter: bool,
+    /// Commands that open a dialog or start a job run from `ui`, not from the key handler.
+    open_dialog: bool,
+    demo_requested: bool,
 }
 
-#[derive(Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 enum Tab {
     #[default]
     Label,
@@ -142,10 +153,30 @@ impl MgApp {
         let want = self.current().map(|s| s.clip_id.clone());
         if self.clip_for != want {
             self.clip_for = want;
-            self.clip = match (self.current().cloned(), &self.dataset) {
-                (Some(s), Some(ds)) => clip_view::ClipView::open(ds, &s, ctx),
-                _ => None,
-            };
+            let s = self.current().cloned();
+            match (&mut self.clip, s) {
+                // Same video: keep its index and decoded frames.
+                (Some(c), Some(s)) if c.video() == s.video => c.retarget(&s),
+                (_, s) => {
+                    self.clip = match (s, &self.dataset) {
+                        (Some(s), Some(ds)) => clip_view::ClipView::open(ds, &s, ctx),
+                        _ => None,
+                    };
+                }
+            }
+        }
+    }
+
+    /// The next or previous sample in the browser's current (filtered, sorted) order.
+    fn adjacent(&self, next: bool) -> Option<usize> {
+        let visible = self.visible();
+        let pos = self
+            .selected
+            .and_then(|s| visible.iter().position(|&v| v == s));
+        match (pos, next) {
+            (None, _) => visible.first().copied(),
+            (Some(p), true) => visible.get(p + 1).or(visible.last()).copied(),
+            (Some(p), false) => visible.get(p.saturating_sub(1)).copied(),
         }
     }
 
@@ -209,8 +240,8 @@ impl MgApp {
                     e.clip_id
                 );
                 if let Some(i) = self.samples.iter().position(|s| s.clip_id == e.clip_id) {
-                    // Boundaries may have moved: reopen the clip view for the new range.
-                    self.clip_for = None;
+                    // Show the sample the change was about; moved bounds reach the clip view
+                    // through `sync_clip_range`.
                     self.pending_select = Some(i);
                 }
             }
@@ -268,94 +299,174 @@ impl MgApp {
         }
     }
 
+    fn command_context(&self) -> commands::Context {
+        commands::Context {
+            dataset: self.dataset.is_some(),
+            any_visible: !self.visible().is_empty(),
+            sample: self.current().is_some(),
+            clip: self.clip.is_some(),
+            typing_class: !self.class_entry.is_empty(),
+            overlay_open: self.help_open,
+            busy: self.demo_job.is_some(),
+        }
+    }
+
+    /// Runs the commands whose shortcuts were pressed. Their keys are consumed before any
+    /// widget is drawn, so egui does not also move focus or click a focused button with them.
     fn keyboard(&mut self, ctx: &egui::Context) {
-        if ctx.egui_wants_keyboard_input() {
+        // Only a text field keeps the keys: a focused button must not swallow J/K/L.
+        if self.palette.open || ctx.text_edit_focused() {
             return;
         }
-        let visible = self.visible();
-        let (digits, enter, escape) = ctx.input(|i| {
-            let mut d = String::new();
-            for e in &i.events {
-                if let egui::Event::Text(t) = e {
-                    d.extend(t.chars().filter(char::is_ascii_digit));
-                }
-            }
-            (
-                d,
-                i.key_pressed(egui::Key::Enter),
-                i.key_pressed(egui::Key::Escape),
-            )
-        });
-        self.class_entry.push_str(&digits);
-        if escape {
-            self.class_entry.clear();
+        let cx = self.command_context();
+        let pressed = ctx.input_mut(|i| commands::take_pressed(i, &cx));
+        if pressed.is_empty() {
+            return;
         }
-        if enter && !self.class_entry.is_empty() {
-            let entry = std::mem::take(&mut self.class_entry);
-            match entry.parse::<u32>() {
-                Ok(c)
-                    if self
-                        .dataset
-                        .as_ref()
-                        .is_some_and(|d| (c as usize) < d.taxonomy().len()) =>
-                {
-                    self.act(|ds, clip, who| ds.relabel(clip, c, who));
-                }
-                _ => self.error = Some(format!("{entry} is not a class index")),
-            }
+        // Arrow keys already set a focus direction when the frame began; cancel it.
+        ctx.memory_mut(|m| m.move_focus(egui::FocusDirection::None));
+        for (id, shortcut) in pressed {
+            self.run_command(id, Some(shortcut), ctx);
         }
-        let (left, right, space) = ctx.input(|i| {
-            (
-                i.key_pressed(egui::Key::ArrowLeft),
-                i.key_pressed(egui::Key::ArrowRight),
-                i.key_pressed(egui::Key::Space),
-            )
-        });
+    }
+
+    fn run_command(
+        &mut self,
+        id: CommandId,
+        shortcut: Option<egui::KeyboardShortcut>,
+        ctx: &egui::Context,
+    ) {
+        use CommandId as C;
         if let Some(c) = self.clip.as_mut() {
-            if left {
-                c.step(-1);
-            }
-            if right {
-                c.step(1);
-            }
-            if space {
-                c.toggle_play();
-            }
-        }
-        let (up, down, undo, redo, review) = ctx.input(|i| {
-            let cmd = i.modifiers.command;
-            (
-                i.key_pressed(egui::Key::ArrowUp) || i.key_pressed(egui::Key::K),
-                i.key_pressed(egui::Key::ArrowDown) || i.key_pressed(egui::Key::J),
-                cmd && !i.modifiers.shift && i.key_pressed(egui::Key::Z),
-                cmd && (i.key_pressed(egui::Key::Y)
-                    || (i.modifiers.shift && i.key_pressed(egui::Key::Z))),
-                !cmd && i.key_pressed(egui::Key::R),
-            )
-        });
-        if up || down {
-            let pos = self
-                .selected
-                .and_then(|s| visible.iter().position(|&v| v == s));
-            let next = match (pos, down) {
-                (None, _) => visible.first().copied(),
-                (Some(p), true) => visible.get(p + 1).or(visible.last()).copied(),
-                (Some(p), false) => visible.get(p.saturating_sub(1)).copied(),
-            };
-            if next != self.selected {
-                self.select(next, ctx);
+            match id {
+                C::PlayPause => c.toggle_play(),
+                C::ShuttleForward => c.shuttle(true, false),
+                C::ShuttleReverse => c.shuttle(false, false),
+                C::SlowForward => c.shuttle(true, true),
+                C::SlowReverse => c.shuttle(false, true),
+                C::Pause => c.pause(),
+                C::StepBack => c.step(-1),
+                C::StepForward => c.step(1),
+                C::StepBack10 => c.step(-10),
+                C::StepForward10 => c.step(10),
+                C::GoToStart => c.go_to_start(),
+                C::GoToEnd => c.go_to_end(),
+                C::ToggleLoop => c.loop_sample = !c.loop_sample,
+                C::ToggleSkeleton => c.toggle_skeleton(),
+                _ => {}
             }
         }
-        if undo {
-            self.undo_redo(true);
-        }
-        if redo {
-            self.undo_redo(false);
-        }
-        if review {
-            if let Some(r) = self.current().map(|s| s.reviewed) {
-                self.act(|ds, clip, who| ds.set_reviewed(clip, !r, who));
+        match id {
+            C::PrevSample | C::NextSample => {
+                let next = self.adjacent(id == C::NextSample);
+                if next.is_some() && next != self.selected {
+                    self.select(next, ctx);
+                }
             }
+            C::ToggleFit => self.timeline.toggle_fit(),
+            C::ClassDigit => {
+                if let Some(d) = shortcut.and_then(|s| commands::digit_of(s.logical_key)) {
+                    self.class_entry.push_str(&d.to_string());
+                }
+            }
+            C::ApplyClass => {
+                let entry = std::mem::take(&mut self.class_entry);
+                match entry.parse::<u32>() {
+                    Ok(c) => self.relabel(c),
+                    Err(_) => self.error = Some(format!("{entry} is not a class index")),
+                }
+            }
+            C::Cancel => {
+                if !self.class_entry.is_empty() {
+                    self.class_entry.clear();
+                } else {
+                    self.help_open = false;
+                }
+            }
+            C::ToggleReviewed => {
+                if let Some(r) = self.current().map(|s| s.reviewed) {
+                    self.act(|ds, clip, who| ds.set_reviewed(clip, !r, who));
+                }
+            }
+            C::Undo => self.undo_redo(true),
+            C::Redo => self.undo_redo(false),
+            C::OpenDataset => self.open_dialog = true,
+            C::GenerateDemo => self.demo_requested = true,
+            C::FocusFilter => self.focus_filter = true,
+            C::CommandPalette => self.palette.toggle(),
+            C::Help => self.help_open = !self.help_open,
+            C::TabLabel => self.tab = Tab::Label,
+            C::TabPredictions => self.tab = Tab::Predictions,
+            C::TabEnsemble => self.tab = Tab::Ensemble,
+            _ => {}
+        }
+    }
+
+    /// The one relabel path: number keys, the class grid and the palette's class entries.
+    fn relabel(&mut self, class: u32) {
+        if self
+            .dataset
+            .as_ref()
+            .is_some_and(|d| (class as usize) < d.taxonomy().len())
+        {
+            self.act(|ds, clip, who| ds.relabel(clip, class, who));
+        } else {
+            self.error = Some(format!("{class} is not a class index"));
+        }
+    }
+
+    /// Keeps the open clip's bounds equal to the store's (after a drag, an undo or a redo).
+    fn sync_clip_range(&mut self) {
+        let range = self.current().map(|s| (s.clip_id.clone(), s.start, s.end));
+        if let (Some(c), Some((id, start, end))) = (self.clip.as_mut(), range) {
+            if c.clip_id == id && c.range() != (start, end) {
+                c.set_range(start, end);
+            }
+        }
+    }
+
+    fn timeline_panel(&mut self, ui: &mut egui::Ui) {
+        let Some(clip) = self.clip.as_mut() else {
+            ui.weak("The timeline shows the open sample's whole video.");
+            return;
+        };
+        let tax = self.dataset.as_ref().map(|d| d.taxonomy());
+        let intervals: Vec<timeline::Interval<'_>> = self
+            .samples
+            .iter()
+            .filter(|s| s.video == clip.video())
+            .map(|s| timeline::Interval {
+                clip_id: &s.clip_id,
+                start: s.start,
+                end: s.end,
+                label: s.label,
+                name: match (s.label, tax) {
+                    (Some(l), Some(t)) => t.name_of(l),
+                    _ => "unlabeled",
+                },
+            })
+            .collect();
+        let action = self.timeline.ui(ui, clip, &intervals);
+        drop(intervals);
+        match action {
+            Some(timeline::Action::SetBounds {
+                clip_id,
+                start,
+                end,
+            }) => {
+                let before = self.error.clone();
+                if self.current().is_some_and(|s| s.clip_id == clip_id) {
+                    self.act(|ds, clip, who| ds.set_bounds(clip, start, end, who));
+                }
+                if self.error != before {
+                    self.timeline.error.clone_from(&self.error);
+                }
+                self.sync_clip_range();
+            }
+            Some(timeline::Action::Open(clip_id)) => {
+                self.pending_select = self.samples.iter().position(|s| s.clip_id == clip_id);
+            }
+            None => {}
         }
     }
 }
@@ -371,6 +482,16 @@ impl eframe::App for MgApp {
         if let Some(i) = self.pending_select.take() {
             self.select(Some(i), &ctx);
         }
+        self.sync_clip_range();
+        if std::mem::take(&mut self.open_dialog) {
+            if let Some(dir) = rfd::FileDialog::new().pick_folder() {
+                self.open(&dir);
+            }
+        }
+        if std::mem::take(&mut self.demo_requested) && self.demo_job.is_none() {
+            self.start_demo(&ctx);
+        }
+        self.overlays(&ctx);
 
         egui::Panel::top("menu").show(ui, |ui| {
             ui.horizontal(|ui| {
@@ -408,17 +529,25 @@ impl eframe::App for MgApp {
         egui::Panel::bottom("status").show(ui, |ui| {
             ui.horizontal(|ui| {
                 if !self.class_entry.is_empty() {
-                    ui.strong(format!("class: {}_ (Enter applies, Esc cancels)", self.class_entry));
+                    ui.strong(format!(
+                        "class: {}_ (Enter applies, Esc cancels)",
+                        self.class_entry
+                    ));
                 } else if let Some(e) = &self.error {
                     ui.colored_label(egui::Color32::from_rgb(230, 90, 80), e);
                 } else {
                     ui.label(&self.status);
                 }
                 ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
-                    ui.weak("Up/Down: sample · Left/Right: frame · Space: play · digits+Enter: relabel · r: reviewed · Ctrl+Z/Y: undo/redo");
+                    ui.weak("?: all keys · Ctrl+K: commands · J/K/L: play · digits+Enter: relabel");
                 });
             });
         });
+
+        egui::Panel::bottom("timeline")
+            .resizable(false)
+            .exact_size(timeline::HEIGHT)
+            .show(ui, |ui| self.timeline_panel(ui));
 
         egui::Panel::left("samples")
             .default_size(390.0)
@@ -472,7 +601,10 @@ impl MgApp {
     fn sample_list(&mut self, ui: &mut egui::Ui) {
         ui.horizontal(|ui| {
             ui.label("Filter");
-            ui.text_edit_singleline(&mut self.filter);
+            let r = ui.text_edit_singleline(&mut self.filter);
+            if std::mem::take(&mut self.focus_filter) {
+                r.request_focus();
+            }
         });
         ui.horizontal(|ui| {
             ui.selectable_value(&mut self.split_filter, None, "all");
@@ -606,7 +738,7 @@ impl MgApp {
             }
         });
         if let Some(c) = chosen.filter(|c| Some(*c) != s.label) {
-            self.act(|ds, clip, who| ds.relabel(clip, c, who));
+            self.relabel(c);
         }
         ui.separator();
         ui.label("History of this sample:");
@@ -630,3 +762,41 @@ impl MgApp {
             });
     }
 }
+
+impl MgApp {
+    /// The help overlay and the command palette, above everything else.
+    fn overlays(&mut self, ctx: &egui::Context) {
+        let cx = self.command_context();
+        if self.help_open {
+            let mut open = true;
+            egui::Window::new("Keyboard shortcuts")
+                .open(&mut open)
+                .collapsible(false)
+                .resizable(false)
+                .anchor(egui::Align2::CENTER_CENTER, egui::Vec2::ZERO)
+                .show(ctx, |ui| commands::help_ui(ui, &cx));
+            self.help_open &= open;
+        }
+        if self.palette.open {
+            let classes: Vec<(u32, String)> = self
+                .dataset
+                .as_ref()
+                .map(|d| {
+                    d.taxonomy()
+                        .classes
+                        .iter()
+                        .map(|c| (c.id, c.name.clone()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            match self.palette.ui(ctx, &cx, &classes) {
+                Some(commands::Entry::Command(id)) => self.run_command(id, None, ctx),
+                Some(commands::Entry::Class(c)) => self.relabel(c),
+                None => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
