@@ -33,6 +33,8 @@ pub struct ClipView {
     /// Frames in the video, known once the frame index is built.
     frames: Option<u32>,
     last_step: Instant,
+    /// The egui pass playback last moved in: `update` may be called twice in one pass.
+    ticked_pass: Option<u64>,
     fps: f64,
     state: State,
     cache: Arc<FrameCache>,
@@ -77,6 +79,7 @@ impl ClipView {
             loop_sample: true,
             frames: None,
             last_step: Instant::now(),
+            ticked_pass: None,
             fps: video.fps.unwrap_or(25.0).clamp(1.0, 240.0),
             state: State::Opening(rx),
             cache: Arc::new(FrameCache::new(DEFAULT_BUDGET_BYTES)),
@@ -102,6 +105,7 @@ impl ClipView {
             loop_sample: true,
             frames: Some(frames),
             last_step: Instant::now(),
+            ticked_pass: None,
             fps: 25.0,
             state: State::Failed("no video in tests".into()),
             cache: Arc::new(FrameCache::new(0)),
@@ -239,9 +243,11 @@ impl ClipView {
     /// Moves playback on by the frames that are due, but only onto a decoded frame: playback
     /// waits for the decoder in both directions, the window does not.
     fn tick(&mut self, ctx: &egui::Context) {
-        if !self.transport.playing {
+        let pass = ctx.cumulative_pass_nr();
+        if !self.transport.playing || self.ticked_pass == Some(pass) {
             return;
         }
+        self.ticked_pass = Some(pass);
         let speed = self.transport.speed();
         let period = Duration::from_secs_f64(1.0 / (self.fps * speed.abs()));
         let key = match &self.state {
@@ -276,14 +282,20 @@ impl ClipView {
         ctx.request_repaint_after(period / 2);
     }
 
-    pub fn ui(&mut self, ui: &mut egui::Ui, ds: &Dataset) {
-        let ctx = ui.ctx().clone();
-        if let Some(idx) = self.poll(&ctx) {
+    /// Takes the finished frame index and moves playback on. The app calls this before it
+    /// draws anything, so the timeline and the frame agree on the cursor within a pass.
+    pub fn update(&mut self, ctx: &egui::Context, ds: &Dataset) {
+        if let Some(idx) = self.poll(ctx) {
             if let Ok(stamp) = crate::media::file_stamp(&self.path) {
                 let _ = ds.cache_put(&self.video, "frame_index", &stamp, &idx.to_bytes());
             }
         }
-        self.tick(&ctx);
+        self.tick(ctx);
+    }
+
+    pub fn ui(&mut self, ui: &mut egui::Ui, ds: &Dataset) {
+        let ctx = ui.ctx().clone();
+        self.update(&ctx, ds);
 
         ui.horizontal(|ui| {
             if ui
@@ -306,7 +318,6 @@ impl ClipView {
                 self.transport.pause();
                 self.seek(f);
             }
-            ui.checkbox(&mut self.loop_sample, "loop sample");
             ui.checkbox(&mut self.show_skeleton, "skeleton");
         });
 
@@ -482,7 +493,10 @@ impl Transport {
             return "paused".into();
         }
         let s = SPEEDS[self.rung];
-        format!("{}{s}×", if self.forward { "▶ " } else { "◀ " })
+        format!(
+            "{} {s}×",
+            if self.forward { "playing" } else { "reversing" }
+        )
     }
 }
 

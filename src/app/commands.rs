@@ -386,7 +386,14 @@ fn shortcut_text(ctx: &egui::Context, c: &Command) -> String {
     }
     c.shortcuts
         .iter()
-        .map(|s| ctx.format_shortcut(s))
+        .map(|s| {
+            // egui spells this key out as "Questionmark".
+            if s.logical_key == Key::Questionmark {
+                "?".to_string()
+            } else {
+                ctx.format_shortcut(s)
+            }
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -394,27 +401,33 @@ fn shortcut_text(ctx: &egui::Context, c: &Command) -> String {
 /// The `?` overlay: every command with its shortcuts; those that do not apply now are dimmed.
 pub fn help_ui(ui: &mut egui::Ui, cx: &Context) {
     let ctx = ui.ctx().clone();
-    egui::Grid::new("help-keys")
-        .num_columns(2)
-        .striped(true)
-        .spacing([24.0, 4.0])
+    ui.set_min_width(460.0);
+    let max_h = (ctx.content_rect().height() - 140.0).max(200.0);
+    egui::ScrollArea::vertical()
+        .max_height(max_h)
         .show(ui, |ui| {
-            for c in COMMANDS {
-                let keys = shortcut_text(&ctx, c);
-                let keys = if keys.is_empty() {
-                    "(palette)".to_string()
-                } else {
-                    keys
-                };
-                if available(c.id, cx) {
-                    ui.monospace(keys);
-                    ui.label(c.name);
-                } else {
-                    ui.weak(egui::RichText::new(keys).monospace());
-                    ui.weak(c.name);
-                }
-                ui.end_row();
-            }
+            egui::Grid::new("help-keys")
+                .num_columns(2)
+                .striped(true)
+                .spacing([24.0, 4.0])
+                .show(ui, |ui| {
+                    for c in COMMANDS {
+                        let keys = shortcut_text(&ctx, c);
+                        let keys = if keys.is_empty() {
+                            "(palette)".to_string()
+                        } else {
+                            keys
+                        };
+                        if available(c.id, cx) {
+                            ui.monospace(keys);
+                            ui.label(c.name);
+                        } else {
+                            ui.weak(egui::RichText::new(keys).monospace());
+                            ui.weak(c.name);
+                        }
+                        ui.end_row();
+                    }
+                });
         });
     ui.weak("Keys are ignored while a text field has the focus. Esc closes this list.");
 }

@@ -483,6 +483,9 @@ impl eframe::App for MgApp {
             self.select(Some(i), &ctx);
         }
         self.sync_clip_range();
+        if let (Some(c), Some(ds)) = (self.clip.as_mut(), self.dataset.as_ref()) {
+            c.update(&ctx, ds);
+        }
         if std::mem::take(&mut self.open_dialog) {
             if let Some(dir) = rfd::FileDialog::new().pick_folder() {
                 self.open(&dir);

@@ -247,8 +247,8 @@ pub struct Timeline {
     fit: Fit,
     /// (first, span); `None` until the next frame fits it to the sample or the video.
     view: Option<(f64, f64)>,
-    /// What the view was last fitted for: refit when the sample, its bounds or the video change.
-    fitted_for: Option<(String, u32, u32, u32)>,
+    /// What the view was last fitted for: refit when the sample or the video changes.
+    fitted_for: Option<(String, u32)>,
     drag: Option<Drag>,
     /// The last refused bounds change, shown until the next drag.
     pub error: Option<String>,
@@ -308,7 +308,7 @@ impl Timeline {
             ));
             match &self.drag {
                 Some(Drag::Bounds { start, end, .. }) => {
-                    ui.strong(format!("bounds → [{start}, {end}] (release to save)"));
+                    ui.strong(format!("new bounds [{start}, {end}]: release to save"));
                 }
                 _ => {
                     ui.weak(format!("{} [{start}, {end}]", clip.clip_id));
@@ -325,8 +325,16 @@ impl Timeline {
             egui::Sense::click_and_drag(),
         );
 
-        let key = (clip.clip_id.clone(), start, end, n);
-        if self.view.is_none() || self.fitted_for.as_ref() != Some(&key) {
+        let key = (clip.clip_id.clone(), n);
+        let out_of_view = self.view.is_some_and(|(first, span)| {
+            f64::from(start) < first || f64::from(end) + 1.0 > first + span
+        });
+        // New bounds from a drag stay where they were dropped; an undo that moves them out
+        // of sight refits.
+        if self.view.is_none()
+            || self.fitted_for.as_ref() != Some(&key)
+            || (self.fit == Fit::Sample && out_of_view && self.drag.is_none())
+        {
             self.view = Some(match self.fit {
                 Fit::Sample => fit_range(start, end, n),
                 Fit::Video => (0.0, f64::from(n)),
@@ -399,8 +407,12 @@ impl Timeline {
                 (*s, *e) = drag_bounds(*handle, scale.boundary_at(p.x, n), start, end, n);
             }
             (Some(Drag::Seek), Some(p)) => clip.seek(scale.frame_at(p.x, n)),
+            // A press seeks at once, except on a handle, where it may be the start of a drag.
             (None, Some(p)) if resp.is_pointer_button_down_on() => {
-                clip.seek(scale.frame_at(p.x, n));
+                let origin = ui.input(|i| i.pointer.press_origin());
+                if origin.and_then(|o| hit_handle(o.x, &scale)).is_none() {
+                    clip.seek(scale.frame_at(p.x, n));
+                }
             }
             _ => {}
         }
@@ -542,6 +554,11 @@ fn paint(
             return;
         }
         let color = class_color(label);
+        let ink = if color.intensity() > 0.45 {
+            egui::Color32::BLACK
+        } else {
+            egui::Color32::WHITE
+        };
         painter.rect_filled(r, 2.0, color.gamma_multiply(if open { 0.9 } else { 0.55 }));
         if open {
             painter.rect_stroke(
@@ -553,16 +570,15 @@ fn paint(
         }
         let visible = r.intersect(rect);
         if visible.width() > 30.0 {
-            let galley = painter.layout(
-                name.to_string(),
-                label_font.clone(),
-                egui::Color32::BLACK,
-                visible.width() - 6.0,
-            );
+            // One line, cut with an ellipsis: a wrapped name would spill out of a short bar.
+            let mut job =
+                egui::text::LayoutJob::simple_singleline(name.to_string(), label_font.clone(), ink);
+            job.wrap = egui::text::TextWrapping::truncate_at_width(visible.width() - 6.0);
+            let galley = painter.layout_job(job);
             let pos = egui::pos2(visible.left() + 3.0, r.center().y - galley.size().y / 2.0);
             painter
                 .with_clip_rect(visible.shrink(1.0))
-                .galley(pos, galley, egui::Color32::BLACK);
+                .galley(pos, galley, ink);
         }
     };
     for iv in intervals.iter().filter(|iv| iv.clip_id != clip.clip_id) {
