@@ -323,3 +323,124 @@ fn keys_are_left_alone_while_a_text_field_has_focus() {
     end_pass(&ctx);
     assert_eq!(app.clip.as_ref().map(|c| c.transport().speed()), Some(1.0));
 }
+
+/// One pass of the timeline panel alone, with these pointer events.
+fn timeline_pass(app: &mut MgApp, ctx: &egui::Context, t: f64, events: Vec<egui::Event>) {
+    let input = egui::RawInput {
+        events,
+        time: Some(t),
+        screen_rect: Some(egui::Rect::from_min_size(
+            egui::Pos2::ZERO,
+            egui::vec2(1200.0, timeline::HEIGHT),
+        )),
+        ..Default::default()
+    };
+    let mut out = ctx.run_ui(input, |ui| app.timeline_panel(ui));
+    out.textures_delta.clear();
+}
+
+fn button(pos: egui::Pos2, pressed: bool) -> egui::Event {
+    egui::Event::PointerButton {
+        pos,
+        button: egui::PointerButton::Primary,
+        pressed,
+        modifiers: egui::Modifiers::NONE,
+    }
+}
+
+#[test]
+fn dragging_the_end_handle_is_one_bounds_change_at_release() {
+    let (_dir, mut app) = app();
+    let ctx = egui::Context::default();
+    open(&mut app, "0001_1", &ctx);
+    timeline_pass(&mut app, &ctx, 0.0, vec![]);
+    let (rect, scale) = app.timeline.last.expect("the track was drawn");
+    let y = rect.center().y;
+    // The end handle sits on the boundary after frame 59; drag it 5 frames right.
+    let from = egui::pos2(scale.x_of(60.0), y);
+    let to = egui::pos2(scale.x_of(65.0), y);
+    let mut t = 0.1;
+    timeline_pass(&mut app, &ctx, t, vec![egui::Event::PointerMoved(from)]);
+    t += 0.05;
+    timeline_pass(&mut app, &ctx, t, vec![button(from, true)]);
+    for k in 1..=10 {
+        t += 0.05;
+        let p = from + (to - from) * (k as f32 / 10.0);
+        timeline_pass(&mut app, &ctx, t, vec![egui::Event::PointerMoved(p)]);
+        // Nothing is written while the handle moves, and the cursor stays where it was.
+        assert_eq!(app.current().map(|s| (s.start, s.end)), Some((30, 59)));
+        assert_eq!(app.clip.as_ref().map(|c| c.cursor()), Some(30));
+    }
+    t += 0.05;
+    timeline_pass(&mut app, &ctx, t, vec![button(to, false)]);
+    timeline_pass(&mut app, &ctx, t + 0.05, vec![]);
+    assert_eq!(app.current().map(|s| (s.start, s.end)), Some((30, 64)));
+    assert_eq!(app.clip.as_ref().map(|c| c.range()), Some((30, 64)));
+    let hist = app
+        .dataset
+        .as_ref()
+        .and_then(|d| d.history(Some("0001_1")).ok())
+        .unwrap_or_default();
+    assert_eq!(hist.len(), 1, "{hist:?}");
+    assert_eq!(
+        (hist[0].old_value.as_str(), hist[0].new_value.as_str()),
+        ("30,59", "30,64")
+    );
+    // Undo puts the bounds back in the clip view too.
+    app.run_command(C::Undo, None, &ctx);
+    app.sync_clip_range();
+    assert_eq!(app.clip.as_ref().map(|c| c.range()), Some((30, 59)));
+}
+
+#[test]
+fn a_click_on_the_track_seeks_to_that_frame() {
+    let (_dir, mut app) = app();
+    let ctx = egui::Context::default();
+    open(&mut app, "0001_1", &ctx);
+    timeline_pass(&mut app, &ctx, 0.0, vec![]);
+    let (rect, scale) = app.timeline.last.expect("the track was drawn");
+    // Middle of frame 45, well away from the handles.
+    let p = egui::pos2(scale.x_of(45.5), rect.center().y);
+    timeline_pass(&mut app, &ctx, 0.1, vec![egui::Event::PointerMoved(p)]);
+    timeline_pass(&mut app, &ctx, 0.15, vec![button(p, true)]);
+    timeline_pass(&mut app, &ctx, 0.2, vec![button(p, false)]);
+    assert_eq!(app.clip.as_ref().map(|c| c.cursor()), Some(45));
+    let hist = app
+        .dataset
+        .as_ref()
+        .and_then(|d| d.history(Some("0001_1")).ok())
+        .unwrap_or_default();
+    assert!(hist.is_empty());
+}
+
+#[test]
+fn bounds_the_store_refuses_are_shown_not_saved() {
+    let (_dir, mut app) = app();
+    let ctx = egui::Context::default();
+    // The clip view believes the video is longer than the store does (200 frames).
+    let i = app.samples.iter().position(|s| s.clip_id == "0001_1");
+    app.select(i, &ctx);
+    let s = app.current().cloned().expect("sample");
+    app.clip = Some(ClipView::for_test(&s, 400));
+    timeline_pass(&mut app, &ctx, 0.0, vec![]);
+    app.timeline.toggle_fit();
+    timeline_pass(&mut app, &ctx, 0.05, vec![]);
+    let (rect, scale) = app.timeline.last.expect("the track was drawn");
+    let y = rect.center().y;
+    let from = egui::pos2(scale.x_of(60.0), y);
+    let to = egui::pos2(scale.x_of(300.0), y);
+    let mut t = 0.1;
+    timeline_pass(&mut app, &ctx, t, vec![egui::Event::PointerMoved(from)]);
+    t += 0.05;
+    timeline_pass(&mut app, &ctx, t, vec![button(from, true)]);
+    for k in 1..=5 {
+        t += 0.05;
+        let p = from + (to - from) * (k as f32 / 5.0);
+        timeline_pass(&mut app, &ctx, t, vec![egui::Event::PointerMoved(p)]);
+    }
+    timeline_pass(&mut app, &ctx, t + 0.05, vec![button(to, false)]);
+    assert_eq!(app.current().map(|s| (s.start, s.end)), Some((30, 59)));
+    let shown = app.timeline.error.clone().unwrap_or_default();
+    assert!(shown.contains("beyond its video's last frame"), "{shown}");
+    assert!(app.error.is_some());
+}

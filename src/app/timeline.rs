@@ -252,6 +252,9 @@ pub struct Timeline {
     drag: Option<Drag>,
     /// The last refused bounds change, shown until the next drag.
     pub error: Option<String>,
+    /// Where the track was drawn and how, for tests that point at frames.
+    #[cfg(test)]
+    pub last: Option<(egui::Rect, FrameScale)>,
 }
 
 pub const HEIGHT: f32 = 104.0;
@@ -453,6 +456,10 @@ impl Timeline {
             scale = scale.following(clip.cursor(), n);
         }
         self.view = Some((scale.first, scale.span));
+        #[cfg(test)]
+        {
+            self.last = Some((rect, scale));
+        }
 
         // While a handle is dragged the open sample is drawn where it would go.
         let shown = match &self.drag {
