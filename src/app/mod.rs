@@ -97,6 +97,10 @@ struct MgApp {
     /// Commands that open a dialog or start a job run from `ui`, not from the key handler.
     open_dialog: bool,
     demo_requested: bool,
+    /// Scroll the sample list to the selection (moved by a key, maybe off screen).
+    reveal_selected: bool,
+    /// The sample list's scroll offset and height at the last frame.
+    list_view: (f32, f32),
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -361,6 +365,7 @@ impl MgApp {
                 let next = self.adjacent(id == C::NextSample);
                 if next.is_some() && next != self.selected {
                     self.select(next, ctx);
+                    self.reveal_selected = true;
                 }
             }
             C::ToggleFit => self.timeline.toggle_fit(),
@@ -637,41 +642,60 @@ impl MgApp {
             return;
         }
         let visible = self.visible();
-        let row_h = ui.text_style_height(&egui::TextStyle::Body) + 4.0;
+        // The rows' real height (a selectable label is at least interact_size tall): with a
+        // smaller one show_rows picks the wrong rows and scrolling to the selection misses.
+        let row_h = (ui.text_style_height(&egui::TextStyle::Monospace)
+            + 2.0 * ui.spacing().button_padding.y)
+            .max(ui.spacing().interact_size.y);
         let mut clicked = None;
         let tax = self.dataset.as_ref().map(|d| d.taxonomy().clone());
-        egui::ScrollArea::vertical()
-            .auto_shrink([false, false])
-            .show_rows(ui, row_h, visible.len(), |ui, range| {
-                ui.style_mut().wrap_mode = Some(egui::TextWrapMode::Truncate);
-                for &i in &visible[range] {
-                    let s = &self.samples[i];
-                    let class = match (s.label, &tax) {
-                        (Some(l), Some(t)) => format!("{l:>2} {}", t.name_of(l)),
-                        _ => "unlabeled".to_string(),
-                    };
-                    let mark = if s.reviewed { "R" } else { " " };
-                    let changed = if s.label != s.imported_label {
-                        "*"
-                    } else {
-                        " "
-                    };
-                    let text = format!(
-                        "{mark}{changed} {:<10} {:<5} {:>5}-{:<5} {class}",
-                        s.clip_id,
-                        s.split.as_str(),
-                        s.start,
-                        s.end
-                    );
-                    let r = ui.selectable_label(
-                        self.selected == Some(i),
-                        egui::RichText::new(text).monospace(),
-                    );
-                    if r.clicked() {
-                        clicked = Some(i);
-                    }
+        let mut area = egui::ScrollArea::vertical().auto_shrink([false, false]);
+        if std::mem::take(&mut self.reveal_selected) {
+            let pitch = row_h + ui.spacing().item_spacing.y;
+            let pos = self
+                .selected
+                .and_then(|s| visible.iter().position(|&v| v == s));
+            if let Some(top) = pos.map(|p| p as f32 * pitch) {
+                let (offset, height) = self.list_view;
+                // Scroll only as far as needed, so the list does not jump on every key.
+                if top < offset {
+                    area = area.vertical_scroll_offset(top);
+                } else if top + pitch > offset + height {
+                    area = area.vertical_scroll_offset(top + pitch - height);
                 }
-            });
+            }
+        }
+        let out = area.show_rows(ui, row_h, visible.len(), |ui, range| {
+            ui.style_mut().wrap_mode = Some(egui::TextWrapMode::Truncate);
+            for &i in &visible[range] {
+                let s = &self.samples[i];
+                let class = match (s.label, &tax) {
+                    (Some(l), Some(t)) => format!("{l:>2} {}", t.name_of(l)),
+                    _ => "unlabeled".to_string(),
+                };
+                let mark = if s.reviewed { "R" } else { " " };
+                let changed = if s.label != s.imported_label {
+                    "*"
+                } else {
+                    " "
+                };
+                let text = format!(
+                    "{mark}{changed} {:<10} {:<5} {:>5}-{:<5} {class}",
+                    s.clip_id,
+                    s.split.as_str(),
+                    s.start,
+                    s.end
+                );
+                let r = ui.selectable_label(
+                    self.selected == Some(i),
+                    egui::RichText::new(text).monospace(),
+                );
+                if r.clicked() {
+                    clicked = Some(i);
+                }
+            }
+        });
+        self.list_view = (out.state.clamped_offset().y, out.inner_rect.height());
         if clicked.is_some() {
             let ctx = ui.ctx().clone();
             self.select(clicked, &ctx);
