@@ -198,7 +198,8 @@ impl ClipView {
         let lo = if self.frames.is_some() { 0 } else { self.start };
         self.cursor = frame.clamp(lo, self.last_frame().max(lo));
         if let State::Ready(pf) = &self.state {
-            pf.set_cursor(self.cursor as usize);
+            let backward = self.transport.playing && !self.transport.forward;
+            pf.set_cursor_dir(self.cursor as usize, backward);
         }
     }
 
@@ -230,6 +231,8 @@ impl ClipView {
         if !was {
             self.last_step = Instant::now();
         }
+        // The prefetcher learns the direction before the first frame is needed.
+        self.seek(self.cursor);
     }
 
     pub fn pause(&mut self) {
