@@ -552,6 +552,128 @@ impl Palette {
     }
 }
 
+/// The app's side of the registry: what the rules see, what each command does, and the two
+/// overlays. Kept here so that mod.rs only calls in.
+impl super::MgApp {
+    pub(super) fn command_context(&self) -> Context {
+        Context {
+            dataset: self.dataset.is_some(),
+            any_visible: !self.visible().is_empty(),
+            sample: self.current().is_some(),
+            clip: self.clip.is_some(),
+            typing_class: !self.class_entry.is_empty(),
+            overlay_open: self.help_open,
+            busy: self.demo_job.is_some(),
+        }
+    }
+
+    pub(super) fn run_command(
+        &mut self,
+        id: CommandId,
+        shortcut: Option<egui::KeyboardShortcut>,
+        ctx: &egui::Context,
+    ) {
+        use CommandId as C;
+        if let Some(c) = self.clip.as_mut() {
+            match id {
+                C::PlayPause => c.toggle_play(),
+                C::ShuttleForward => c.shuttle(true, false),
+                C::ShuttleReverse => c.shuttle(false, false),
+                C::SlowForward => c.shuttle(true, true),
+                C::SlowReverse => c.shuttle(false, true),
+                C::Pause => c.pause(),
+                C::StepBack => c.step(-1),
+                C::StepForward => c.step(1),
+                C::StepBack10 => c.step(-10),
+                C::StepForward10 => c.step(10),
+                C::GoToStart => c.go_to_start(),
+                C::GoToEnd => c.go_to_end(),
+                C::ToggleLoop => c.loop_sample = !c.loop_sample,
+                C::ToggleSkeleton => c.toggle_skeleton(),
+                _ => {}
+            }
+        }
+        match id {
+            C::PrevSample | C::NextSample => {
+                let next = self.adjacent(id == C::NextSample);
+                if next.is_some() && next != self.selected {
+                    self.select(next, ctx);
+                    self.reveal_selected = true;
+                }
+            }
+            C::ToggleFit => self.timeline.toggle_fit(),
+            C::ClassDigit => {
+                if let Some(d) = shortcut.and_then(|s| digit_of(s.logical_key)) {
+                    self.class_entry.push_str(&d.to_string());
+                }
+            }
+            C::ApplyClass => {
+                let entry = std::mem::take(&mut self.class_entry);
+                match entry.parse::<u32>() {
+                    Ok(c) => self.relabel(c),
+                    Err(_) => self.error = Some(format!("{entry} is not a class index")),
+                }
+            }
+            C::Cancel => {
+                if !self.class_entry.is_empty() {
+                    self.class_entry.clear();
+                } else {
+                    self.help_open = false;
+                }
+            }
+            C::ToggleReviewed => {
+                if let Some(r) = self.current().map(|s| s.reviewed) {
+                    self.act(|ds, clip, who| ds.set_reviewed(clip, !r, who));
+                }
+            }
+            C::Undo => self.undo_redo(true),
+            C::Redo => self.undo_redo(false),
+            C::OpenDataset => self.open_dialog = true,
+            C::GenerateDemo => self.demo_requested = true,
+            C::FocusFilter => self.focus_filter = true,
+            C::CommandPalette => self.palette.toggle(),
+            C::Help => self.help_open = !self.help_open,
+            C::TabLabel => self.tab = super::Tab::Label,
+            C::TabPredictions => self.tab = super::Tab::Predictions,
+            C::TabEnsemble => self.tab = super::Tab::Ensemble,
+            _ => {}
+        }
+    }
+
+    /// The help overlay and the command palette, above everything else.
+    pub(super) fn overlays(&mut self, ctx: &egui::Context) {
+        let cx = self.command_context();
+        if self.help_open {
+            let mut open = true;
+            egui::Window::new("Keyboard shortcuts")
+                .open(&mut open)
+                .collapsible(false)
+                .resizable(false)
+                .anchor(egui::Align2::CENTER_CENTER, egui::Vec2::ZERO)
+                .show(ctx, |ui| help_ui(ui, &cx));
+            self.help_open &= open;
+        }
+        if self.palette.open {
+            let classes: Vec<(u32, String)> = self
+                .dataset
+                .as_ref()
+                .map(|d| {
+                    d.taxonomy()
+                        .classes
+                        .iter()
+                        .map(|c| (c.id, c.name.clone()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            match self.palette.ui(ctx, &cx, &classes) {
+                Some(Entry::Command(id)) => self.run_command(id, None, ctx),
+                Some(Entry::Class(c)) => self.relabel(c),
+                None => {}
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,7 +17,6 @@ use eframe::egui;
 use crate::dataset::{Sample, Split};
 use crate::store::{Dataset, Event};
 use crate::util::default_author;
-use commands::CommandId;
 
 const LAST_DATASET_KEY: &str = "mgscope.last_dataset";
 
@@ -303,18 +302,6 @@ impl MgApp {
         }
     }
 
-    fn command_context(&self) -> commands::Context {
-        commands::Context {
-            dataset: self.dataset.is_some(),
-            any_visible: !self.visible().is_empty(),
-            sample: self.current().is_some(),
-            clip: self.clip.is_some(),
-            typing_class: !self.class_entry.is_empty(),
-            overlay_open: self.help_open,
-            busy: self.demo_job.is_some(),
-        }
-    }
-
     /// Runs the commands whose shortcuts were pressed. Their keys are consumed before any
     /// widget is drawn, so egui does not also move focus or click a focused button with them.
     fn keyboard(&mut self, ctx: &egui::Context) {
@@ -334,79 +321,6 @@ impl MgApp {
         }
     }
 
-    fn run_command(
-        &mut self,
-        id: CommandId,
-        shortcut: Option<egui::KeyboardShortcut>,
-        ctx: &egui::Context,
-    ) {
-        use CommandId as C;
-        if let Some(c) = self.clip.as_mut() {
-            match id {
-                C::PlayPause => c.toggle_play(),
-                C::ShuttleForward => c.shuttle(true, false),
-                C::ShuttleReverse => c.shuttle(false, false),
-                C::SlowForward => c.shuttle(true, true),
-                C::SlowReverse => c.shuttle(false, true),
-                C::Pause => c.pause(),
-                C::StepBack => c.step(-1),
-                C::StepForward => c.step(1),
-                C::StepBack10 => c.step(-10),
-                C::StepForward10 => c.step(10),
-                C::GoToStart => c.go_to_start(),
-                C::GoToEnd => c.go_to_end(),
-                C::ToggleLoop => c.loop_sample = !c.loop_sample,
-                C::ToggleSkeleton => c.toggle_skeleton(),
-                _ => {}
-            }
-        }
-        match id {
-            C::PrevSample | C::NextSample => {
-                let next = self.adjacent(id == C::NextSample);
-                if next.is_some() && next != self.selected {
-                    self.select(next, ctx);
-                    self.reveal_selected = true;
-                }
-            }
-            C::ToggleFit => self.timeline.toggle_fit(),
-            C::ClassDigit => {
-                if let Some(d) = shortcut.and_then(|s| commands::digit_of(s.logical_key)) {
-                    self.class_entry.push_str(&d.to_string());
-                }
-            }
-            C::ApplyClass => {
-                let entry = std::mem::take(&mut self.class_entry);
-                match entry.parse::<u32>() {
-                    Ok(c) => self.relabel(c),
-                    Err(_) => self.error = Some(format!("{entry} is not a class index")),
-                }
-            }
-            C::Cancel => {
-                if !self.class_entry.is_empty() {
-                    self.class_entry.clear();
-                } else {
-                    self.help_open = false;
-                }
-            }
-            C::ToggleReviewed => {
-                if let Some(r) = self.current().map(|s| s.reviewed) {
-                    self.act(|ds, clip, who| ds.set_reviewed(clip, !r, who));
-                }
-            }
-            C::Undo => self.undo_redo(true),
-            C::Redo => self.undo_redo(false),
-            C::OpenDataset => self.open_dialog = true,
-            C::GenerateDemo => self.demo_requested = true,
-            C::FocusFilter => self.focus_filter = true,
-            C::CommandPalette => self.palette.toggle(),
-            C::Help => self.help_open = !self.help_open,
-            C::TabLabel => self.tab = Tab::Label,
-            C::TabPredictions => self.tab = Tab::Predictions,
-            C::TabEnsemble => self.tab = Tab::Ensemble,
-            _ => {}
-        }
-    }
-
     /// The one relabel path: number keys, the class grid and the palette's class entries.
     fn relabel(&mut self, class: u32) {
         if self
@@ -417,61 +331,6 @@ impl MgApp {
             self.act(|ds, clip, who| ds.relabel(clip, class, who));
         } else {
             self.error = Some(format!("{class} is not a class index"));
-        }
-    }
-
-    /// Keeps the open clip's bounds equal to the store's (after a drag, an undo or a redo).
-    fn sync_clip_range(&mut self) {
-        let range = self.current().map(|s| (s.clip_id.clone(), s.start, s.end));
-        if let (Some(c), Some((id, start, end))) = (self.clip.as_mut(), range) {
-            if c.clip_id == id && c.range() != (start, end) {
-                c.set_range(start, end);
-            }
-        }
-    }
-
-    fn timeline_panel(&mut self, ui: &mut egui::Ui) {
-        let Some(clip) = self.clip.as_mut() else {
-            ui.weak("The timeline shows the open sample's whole video.");
-            return;
-        };
-        let tax = self.dataset.as_ref().map(|d| d.taxonomy());
-        let intervals: Vec<timeline::Interval<'_>> = self
-            .samples
-            .iter()
-            .filter(|s| s.video == clip.video())
-            .map(|s| timeline::Interval {
-                clip_id: &s.clip_id,
-                start: s.start,
-                end: s.end,
-                label: s.label,
-                name: match (s.label, tax) {
-                    (Some(l), Some(t)) => t.name_of(l),
-                    _ => "unlabeled",
-                },
-            })
-            .collect();
-        let action = self.timeline.ui(ui, clip, &intervals);
-        drop(intervals);
-        match action {
-            Some(timeline::Action::SetBounds {
-                clip_id,
-                start,
-                end,
-            }) => {
-                let before = self.error.clone();
-                if self.current().is_some_and(|s| s.clip_id == clip_id) {
-                    self.act(|ds, clip, who| ds.set_bounds(clip, start, end, who));
-                }
-                if self.error != before {
-                    self.timeline.error.clone_from(&self.error);
-                }
-                self.sync_clip_range();
-            }
-            Some(timeline::Action::Open(clip_id)) => {
-                self.pending_select = self.samples.iter().position(|s| s.clip_id == clip_id);
-            }
-            None => {}
         }
     }
 }
@@ -787,41 +646,6 @@ impl MgApp {
                     ));
                 }
             });
-    }
-}
-
-impl MgApp {
-    /// The help overlay and the command palette, above everything else.
-    fn overlays(&mut self, ctx: &egui::Context) {
-        let cx = self.command_context();
-        if self.help_open {
-            let mut open = true;
-            egui::Window::new("Keyboard shortcuts")
-                .open(&mut open)
-                .collapsible(false)
-                .resizable(false)
-                .anchor(egui::Align2::CENTER_CENTER, egui::Vec2::ZERO)
-                .show(ctx, |ui| commands::help_ui(ui, &cx));
-            self.help_open &= open;
-        }
-        if self.palette.open {
-            let classes: Vec<(u32, String)> = self
-                .dataset
-                .as_ref()
-                .map(|d| {
-                    d.taxonomy()
-                        .classes
-                        .iter()
-                        .map(|c| (c.id, c.name.clone()))
-                        .collect()
-                })
-                .unwrap_or_default();
-            match self.palette.ui(ctx, &cx, &classes) {
-                Some(commands::Entry::Command(id)) => self.run_command(id, None, ctx),
-                Some(commands::Entry::Class(c)) => self.relabel(c),
-                None => {}
-            }
-        }
     }
 }
 

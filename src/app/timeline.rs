@@ -647,6 +647,63 @@ fn paint(
     );
 }
 
+impl super::MgApp {
+    /// Keeps the open clip's bounds equal to the store's (after a drag, an undo or a redo).
+    pub(super) fn sync_clip_range(&mut self) {
+        let range = self.current().map(|s| (s.clip_id.clone(), s.start, s.end));
+        if let (Some(c), Some((id, start, end))) = (self.clip.as_mut(), range) {
+            if c.clip_id == id && c.range() != (start, end) {
+                c.set_range(start, end);
+            }
+        }
+    }
+
+    pub(super) fn timeline_panel(&mut self, ui: &mut egui::Ui) {
+        let Some(clip) = self.clip.as_mut() else {
+            ui.weak("The timeline shows the open sample's whole video.");
+            return;
+        };
+        let tax = self.dataset.as_ref().map(|d| d.taxonomy());
+        let intervals: Vec<Interval<'_>> = self
+            .samples
+            .iter()
+            .filter(|s| s.video == clip.video())
+            .map(|s| Interval {
+                clip_id: &s.clip_id,
+                start: s.start,
+                end: s.end,
+                label: s.label,
+                name: match (s.label, tax) {
+                    (Some(l), Some(t)) => t.name_of(l),
+                    _ => "unlabeled",
+                },
+            })
+            .collect();
+        let action = self.timeline.ui(ui, clip, &intervals);
+        drop(intervals);
+        match action {
+            Some(Action::SetBounds {
+                clip_id,
+                start,
+                end,
+            }) => {
+                let before = self.error.clone();
+                if self.current().is_some_and(|s| s.clip_id == clip_id) {
+                    self.act(|ds, clip, who| ds.set_bounds(clip, start, end, who));
+                }
+                if self.error != before {
+                    self.timeline.error.clone_from(&self.error);
+                }
+                self.sync_clip_range();
+            }
+            Some(Action::Open(clip_id)) => {
+                self.pending_select = self.samples.iter().position(|s| s.clip_id == clip_id);
+            }
+            None => {}
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
