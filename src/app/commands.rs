@@ -506,7 +506,7 @@ impl Palette {
             .show(ctx, |ui| {
                 let r = ui.add(
                     egui::TextEdit::singleline(&mut self.query)
-                        .hint_text("a command or a class…  (↑↓ Enter, Esc closes)")
+                        .hint_text("a command or a class…  (Up/Down, Enter; Esc closes)")
                         .desired_width(f32::INFINITY),
                 );
                 if std::mem::take(&mut self.focus) {

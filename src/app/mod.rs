@@ -337,6 +337,16 @@ impl MgApp {
 
 impl eframe::App for MgApp {
     fn ui(&mut self, ui: &mut egui::Ui, frame: &mut eframe::Frame) {
+        self.draw(ui);
+        if let (Some(storage), Some(ds)) = (frame.storage_mut(), &self.dataset) {
+            storage.set_string(LAST_DATASET_KEY, ds.root().display().to_string());
+        }
+    }
+}
+
+impl MgApp {
+    /// One frame of the window; apart from `eframe::App::ui` so tests can drive it.
+    fn draw(&mut self, ui: &mut egui::Ui) {
         let ctx = ui.ctx().clone();
         self.poll_jobs();
         let open = self.current().cloned();
@@ -457,18 +467,16 @@ impl eframe::App for MgApp {
                 });
             }
         });
-
-        if let (Some(storage), Some(ds)) = (frame.storage_mut(), &self.dataset) {
-            storage.set_string(LAST_DATASET_KEY, ds.root().display().to_string());
-        }
     }
 }
 
 impl MgApp {
     fn sample_list(&mut self, ui: &mut egui::Ui) {
         ui.horizontal(|ui| {
-            ui.label("Filter");
-            let r = ui.text_edit_singleline(&mut self.filter);
+            let label = ui.label("Filter");
+            let r = ui
+                .text_edit_singleline(&mut self.filter)
+                .labelled_by(label.id);
             if std::mem::take(&mut self.focus_filter) {
                 r.request_focus();
             }

@@ -444,3 +444,79 @@ fn bounds_the_store_refuses_are_shown_not_saved() {
     assert!(shown.contains("beyond its video's last frame"), "{shown}");
     assert!(app.error.is_some());
 }
+
+/// The whole window, frame by frame, as egui_kittest drives it.
+fn harness(app: MgApp) -> egui_kittest::Harness<'static, MgApp> {
+    egui_kittest::Harness::builder()
+        .with_size(egui::vec2(1280.0, 800.0))
+        .build_ui_state(|ui, app: &mut MgApp| app.draw(ui), app)
+}
+
+#[test]
+fn the_window_shows_the_key_list_and_relabels_from_the_palette() {
+    use egui::{Key, Modifiers as M};
+    use egui_kittest::kittest::Queryable;
+    let (_dir, mut app) = app();
+    open(&mut app, "0001_1", &egui::Context::default());
+    let mut h = harness(app);
+    h.run();
+    assert!(h.query_by_label("Keyboard shortcuts").is_none());
+    h.key_press(Key::Questionmark);
+    h.run();
+    assert!(h.query_by_label("Keyboard shortcuts").is_some());
+    assert!(h
+        .query_by_label("Play backward (again: faster, up to 4×)")
+        .is_some());
+    h.key_press(Key::Escape);
+    h.run();
+    assert!(h.query_by_label("Keyboard shortcuts").is_none());
+
+    h.key_press_modifiers(M::COMMAND, Key::K);
+    h.run();
+    h.event(egui::Event::Text("tch chin".into()));
+    h.run();
+    // The best match is the class, offered as a palette entry.
+    assert!(h.query_by_label("label: touch chin").is_some());
+    h.key_press(Key::Enter);
+    h.run();
+    let app = h.state();
+    assert!(!app.palette.open);
+    assert_eq!(app.current().and_then(|s| s.label), Some(10));
+    assert_eq!(app.status, "saved change to 0001_1");
+}
+
+#[test]
+fn the_window_steps_and_shuttles_from_the_keyboard_with_the_timeline_shown() {
+    use egui::{Key, Modifiers as M};
+    use egui_kittest::kittest::Queryable;
+    let (_dir, mut app) = app();
+    open(&mut app, "0001_1", &egui::Context::default());
+    let mut h = harness(app);
+    h.run();
+    // After a click on a checkbox the keys still reach the commands and leave it alone.
+    h.get_by_label("skeleton").click();
+    h.run();
+    assert_eq!(
+        h.state().clip.as_ref().map(|c| c.show_skeleton()),
+        Some(false)
+    );
+    h.key_press(Key::Space);
+    h.key_press(Key::K);
+    h.run();
+    assert_eq!(
+        h.state().clip.as_ref().map(|c| c.show_skeleton()),
+        Some(false)
+    );
+    h.key_press_modifiers(M::SHIFT, Key::ArrowRight);
+    h.key_press(Key::ArrowRight);
+    h.run();
+    assert_eq!(h.state().clip.as_ref().map(|c| c.cursor()), Some(41));
+    h.key_press(Key::F);
+    h.run();
+    assert_eq!(h.state().timeline.fit(), timeline::Fit::Video);
+    h.key_press(Key::J);
+    h.key_press(Key::K);
+    h.run();
+    let t = h.state().clip.as_ref().map(|c| c.transport());
+    assert_eq!(t.map(|t| (t.playing, t.forward)), Some((false, false)));
+}
