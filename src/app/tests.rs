@@ -520,3 +520,40 @@ fn the_window_steps_and_shuttles_from_the_keyboard_with_the_timeline_shown() {
     let t = h.state().clip.as_ref().map(|c| c.transport());
     assert_eq!(t.map(|t| (t.playing, t.forward)), Some((false, false)));
 }
+
+#[test]
+fn escape_during_a_handle_drag_saves_nothing() {
+    let (_dir, mut app) = app();
+    let ctx = egui::Context::default();
+    open(&mut app, "0001_1", &ctx);
+    timeline_pass(&mut app, &ctx, 0.0, vec![]);
+    let (rect, scale) = app.timeline.last.expect("the track was drawn");
+    let from = egui::pos2(scale.x_of(30.0), rect.center().y);
+    let to = egui::pos2(scale.x_of(25.0), rect.center().y);
+    timeline_pass(&mut app, &ctx, 0.1, vec![egui::Event::PointerMoved(from)]);
+    timeline_pass(&mut app, &ctx, 0.15, vec![button(from, true)]);
+    timeline_pass(&mut app, &ctx, 0.2, vec![egui::Event::PointerMoved(to)]);
+    let escape = egui::Event::Key {
+        key: egui::Key::Escape,
+        physical_key: None,
+        pressed: true,
+        repeat: false,
+        modifiers: egui::Modifiers::NONE,
+    };
+    timeline_pass(&mut app, &ctx, 0.25, vec![escape]);
+    timeline_pass(&mut app, &ctx, 0.3, vec![button(to, false)]);
+    timeline_pass(&mut app, &ctx, 0.35, vec![]);
+    assert_eq!(app.current().map(|s| (s.start, s.end)), Some((30, 59)));
+    let hist = app
+        .dataset
+        .as_ref()
+        .and_then(|d| d.history(Some("0001_1")).ok())
+        .unwrap_or_default();
+    assert!(hist.is_empty(), "{hist:?}");
+    // Without the Escape the same drag moves the start.
+    timeline_pass(&mut app, &ctx, 0.4, vec![button(from, true)]);
+    timeline_pass(&mut app, &ctx, 0.45, vec![egui::Event::PointerMoved(to)]);
+    timeline_pass(&mut app, &ctx, 0.5, vec![button(to, false)]);
+    timeline_pass(&mut app, &ctx, 0.55, vec![]);
+    assert_eq!(app.current().map(|s| (s.start, s.end)), Some((25, 59)));
+}

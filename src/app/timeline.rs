@@ -234,6 +234,8 @@ pub enum Fit {
 #[derive(Debug, Clone)]
 enum Drag {
     Seek,
+    /// A handle drag abandoned with Escape: the rest of the gesture does nothing.
+    Cancelled,
     Bounds {
         clip_id: String,
         handle: Handle,
@@ -311,7 +313,9 @@ impl Timeline {
             ));
             match &self.drag {
                 Some(Drag::Bounds { start, end, .. }) => {
-                    ui.strong(format!("new bounds [{start}, {end}]: release to save"));
+                    ui.strong(format!(
+                        "new bounds [{start}, {end}]: release to save, Esc cancels"
+                    ));
                 }
                 _ => {
                     ui.weak(format!("{} [{start}, {end}]", clip.clip_id));
@@ -395,6 +399,11 @@ impl Timeline {
                 }
                 None => Drag::Seek,
             });
+        }
+        if matches!(self.drag, Some(Drag::Bounds { .. }))
+            && ui.input_mut(|i| i.consume_key(egui::Modifiers::NONE, egui::Key::Escape))
+        {
+            self.drag = Some(Drag::Cancelled);
         }
         let pointer = resp.interact_pointer_pos();
         match (&mut self.drag, pointer) {
@@ -522,13 +531,17 @@ fn paint(
                 ],
                 egui::Stroke::new(1.0, text),
             );
-            painter.text(
-                egui::pos2(x + 2.0, ruler.top()),
-                egui::Align2::LEFT_TOP,
-                f.to_string(),
-                font.clone(),
-                weak,
-            );
+            // The cursor's own label covers this part of the ruler.
+            let cursor_x = scale.x_of(f64::from(clip.cursor()) + 0.5);
+            if (x + 2.0 - cursor_x).abs() > 40.0 {
+                painter.text(
+                    egui::pos2(x + 2.0, ruler.top()),
+                    egui::Align2::LEFT_TOP,
+                    f.to_string(),
+                    font.clone(),
+                    weak,
+                );
+            }
         } else {
             painter.line_segment(
                 [
