@@ -3,9 +3,11 @@
 //! prediction/ensemble/training tabs build on it.
 
 mod clip_view;
+mod commands;
 mod ensemble_panel;
 mod panes;
 mod predictions;
+mod timeline;
 mod training_panel;
 
 use std::path::{Path, PathBuf};
@@ -80,9 +82,21 @@ pub struct MgApp {
     /// The browser shows only these clips (a confusion-matrix cell).
     cell_filter: Option<ensemble_panel::CellFilter>,
     tab: Tab,
+    timeline: timeline::Timeline,
+    palette: commands::Palette,
+    help_open: bool,
+    /// Put the keyboard in the filter field at the next frame (it is drawn after the keys).
+    focus_filter: bool,
+    /// Commands that open a dialog or start a job run from `ui`, not from the key handler.
+    open_dialog: bool,
+    demo_requested: bool,
+    /// Scroll the sample list to the selection (moved by a key, maybe off screen).
+    reveal_selected: bool,
+    /// The sample list's scroll offset and height at the last frame.
+    list_view: (f32, f32),
 }
 
-#[derive(Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 enum Tab {
     #[default]
     Label,
@@ -125,6 +139,11 @@ impl MgApp {
     pub fn open_clip(&self) -> Option<(&str, Option<u32>)> {
         let c = self.clip.as_ref()?;
         Some((c.clip_id.as_str(), c.shown_frame().map(|(i, _)| i)))
+    }
+
+    /// Whether the panes' per-clip job is still computing.
+    pub fn panes_busy(&self) -> bool {
+        self.panes.busy()
     }
 
     /// The ensemble tab's validation top-1 for its current weights.
@@ -183,15 +202,30 @@ impl MgApp {
         let want = self.current().map(|s| s.clip_id.clone());
         if self.clip_for != want {
             self.clip_for = want;
-            self.clip = match (self.current().cloned(), &self.dataset) {
-                (Some(s), Some(ds)) => clip_view::ClipView::open(ds, &s, ctx),
-                _ => None,
-            };
+            let s = self.current().cloned();
+            match (&mut self.clip, s) {
+                // Same video: keep its index and decoded frames.
+                (Some(c), Some(s)) if c.video() == s.video => c.retarget(&s),
+                (_, s) => {
+                    self.clip = match (s, &self.dataset) {
+                        (Some(s), Some(ds)) => clip_view::ClipView::open(ds, &s, ctx),
+                        _ => None,
+                    };
+                }
+            }
         }
-        // Keyed by clip and bounds, so a bounds change recomputes and a reselect does not.
-        match (self.current().cloned(), &self.dataset) {
-            (Some(s), Some(ds)) => self.panes.open(ds, &s, ctx),
-            _ => self.panes.close(),
+    }
+
+    /// The next or previous sample in the browser's current (filtered, sorted) order.
+    fn adjacent(&self, next: bool) -> Option<usize> {
+        let visible = self.visible();
+        let pos = self
+            .selected
+            .and_then(|s| visible.iter().position(|&v| v == s));
+        match (pos, next) {
+            (None, _) => visible.first().copied(),
+            (Some(p), true) => visible.get(p + 1).or(visible.last()).copied(),
+            (Some(p), false) => visible.get(p.saturating_sub(1)).copied(),
         }
     }
 
@@ -255,8 +289,8 @@ impl MgApp {
                     e.clip_id
                 );
                 if let Some(i) = self.samples.iter().position(|s| s.clip_id == e.clip_id) {
-                    // Boundaries may have moved: reopen the clip view for the new range.
-                    self.clip_for = None;
+                    // Show the sample the change was about; moved bounds reach the clip view
+                    // through `sync_clip_range`.
                     self.pending_select = Some(i);
                 }
             }
@@ -314,100 +348,56 @@ impl MgApp {
         }
     }
 
+    /// Runs the commands whose shortcuts were pressed. Their keys are consumed before any
+    /// widget is drawn, so egui does not also move focus or click a focused button with them.
     fn keyboard(&mut self, ctx: &egui::Context) {
-        if ctx.egui_wants_keyboard_input() {
+        // Only a text field keeps the keys: a focused button must not swallow J/K/L.
+        if self.palette.open || ctx.text_edit_focused() {
             return;
         }
-        let visible = self.visible();
-        let (digits, enter, escape) = ctx.input(|i| {
-            let mut d = String::new();
-            for e in &i.events {
-                if let egui::Event::Text(t) = e {
-                    d.extend(t.chars().filter(char::is_ascii_digit));
-                }
-            }
-            (
-                d,
-                i.key_pressed(egui::Key::Enter),
-                i.key_pressed(egui::Key::Escape),
-            )
-        });
-        self.class_entry.push_str(&digits);
-        if escape {
-            self.class_entry.clear();
+        let cx = self.command_context();
+        let pressed = ctx.input_mut(|i| commands::take_pressed(i, &cx));
+        if pressed.is_empty() {
+            return;
         }
-        if enter && !self.class_entry.is_empty() {
-            let entry = std::mem::take(&mut self.class_entry);
-            match entry.parse::<u32>() {
-                Ok(c)
-                    if self
-                        .dataset
-                        .as_ref()
-                        .is_some_and(|d| (c as usize) < d.taxonomy().len()) =>
-                {
-                    self.act(|ds, clip, who| ds.relabel(clip, c, who));
-                }
-                _ => self.error = Some(format!("{entry} is not a class index")),
-            }
+        // Arrow keys already set a focus direction when the frame began; cancel it.
+        ctx.memory_mut(|m| m.move_focus(egui::FocusDirection::None));
+        for (id, shortcut) in pressed {
+            self.run_command(id, Some(shortcut), ctx);
         }
-        let (left, right, space) = ctx.input(|i| {
-            (
-                i.key_pressed(egui::Key::ArrowLeft),
-                i.key_pressed(egui::Key::ArrowRight),
-                i.key_pressed(egui::Key::Space),
-            )
-        });
-        if let Some(c) = self.clip.as_mut() {
-            if left {
-                c.step(-1);
-            }
-            if right {
-                c.step(1);
-            }
-            if space {
-                c.toggle_play();
-            }
-        }
-        let (up, down, undo, redo, review) = ctx.input(|i| {
-            let cmd = i.modifiers.command;
-            (
-                i.key_pressed(egui::Key::ArrowUp) || i.key_pressed(egui::Key::K),
-                i.key_pressed(egui::Key::ArrowDown) || i.key_pressed(egui::Key::J),
-                cmd && !i.modifiers.shift && i.key_pressed(egui::Key::Z),
-                cmd && (i.key_pressed(egui::Key::Y)
-                    || (i.modifiers.shift && i.key_pressed(egui::Key::Z))),
-                !cmd && i.key_pressed(egui::Key::R),
-            )
-        });
-        if up || down {
-            let pos = self
-                .selected
-                .and_then(|s| visible.iter().position(|&v| v == s));
-            let next = match (pos, down) {
-                (None, _) => visible.first().copied(),
-                (Some(p), true) => visible.get(p + 1).or(visible.last()).copied(),
-                (Some(p), false) => visible.get(p.saturating_sub(1)).copied(),
-            };
-            if next != self.selected {
-                self.select(next, ctx);
-            }
-        }
-        if undo {
-            self.undo_redo(true);
-        }
-        if redo {
-            self.undo_redo(false);
-        }
-        if review {
-            if let Some(r) = self.current().map(|s| s.reviewed) {
-                self.act(|ds, clip, who| ds.set_reviewed(clip, !r, who));
-            }
+    }
+
+    /// The one relabel path: number keys, the class grid and the palette's class entries.
+    fn relabel(&mut self, class: u32) {
+        if self
+            .dataset
+            .as_ref()
+            .is_some_and(|d| (class as usize) < d.taxonomy().len())
+        {
+            self.act(|ds, clip, who| ds.relabel(clip, class, who));
+        } else {
+            self.error = Some(format!("{class} is not a class index"));
         }
     }
 }
 
 impl eframe::App for MgApp {
     fn ui(&mut self, ui: &mut egui::Ui, frame: &mut eframe::Frame) {
+        self.draw(ui);
+        if let Some(storage) = frame.storage_mut() {
+            if let Some(ds) = &self.dataset {
+                storage.set_string(LAST_DATASET_KEY, ds.root().display().to_string());
+            }
+            if let Ok(j) = serde_json::to_string(&self.panes.settings) {
+                storage.set_string(PANES_KEY, j);
+            }
+        }
+    }
+}
+
+impl MgApp {
+    /// One frame of the window; apart from `eframe::App::ui` so tests can drive it.
+    fn draw(&mut self, ui: &mut egui::Ui) {
         let ctx = ui.ctx().clone();
         self.poll_jobs();
         let open = self.current().cloned();
@@ -417,6 +407,19 @@ impl eframe::App for MgApp {
         if let Some(i) = self.pending_select.take() {
             self.select(Some(i), &ctx);
         }
+        self.sync_clip_range();
+        if let (Some(c), Some(ds)) = (self.clip.as_mut(), self.dataset.as_ref()) {
+            c.update(&ctx, ds);
+        }
+        if std::mem::take(&mut self.open_dialog) {
+            if let Some(dir) = rfd::FileDialog::new().pick_folder() {
+                self.open(&dir);
+            }
+        }
+        if std::mem::take(&mut self.demo_requested) && self.demo_job.is_none() {
+            self.start_demo(&ctx);
+        }
+        self.overlays(&ctx);
 
         egui::Panel::top("menu").show(ui, |ui| {
             ui.horizontal(|ui| {
@@ -454,17 +457,25 @@ impl eframe::App for MgApp {
         egui::Panel::bottom("status").show(ui, |ui| {
             ui.horizontal(|ui| {
                 if !self.class_entry.is_empty() {
-                    ui.strong(format!("class: {}_ (Enter applies, Esc cancels)", self.class_entry));
+                    ui.strong(format!(
+                        "class: {}_ (Enter applies, Esc cancels)",
+                        self.class_entry
+                    ));
                 } else if let Some(e) = &self.error {
                     ui.colored_label(egui::Color32::from_rgb(230, 90, 80), e);
                 } else {
                     ui.label(&self.status);
                 }
                 ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
-                    ui.weak("Up/Down: sample · Left/Right: frame · Space: play · digits+Enter: relabel · r: reviewed · Ctrl+Z/Y: undo/redo");
+                    ui.weak("?: all keys · Ctrl+K: commands · J/K/L: play · digits+Enter: relabel");
                 });
             });
         });
+
+        egui::Panel::bottom("timeline")
+            .resizable(false)
+            .exact_size(timeline::HEIGHT)
+            .show(ui, |ui| self.timeline_panel(ui));
 
         egui::Panel::left("samples")
             .default_size(390.0)
@@ -508,6 +519,15 @@ impl eframe::App for MgApp {
                 }
             });
 
+        // Keyed by clip and bounds: a bounds change (a drag, an undo) recomputes, a repaint
+        // does not.
+        match (self.current(), &self.dataset) {
+            (Some(s), Some(ds)) => {
+                let s = s.clone();
+                self.panes.open(ds, &s, &ctx);
+            }
+            _ => self.panes.close(),
+        }
         egui::CentralPanel::default().show(ui, |ui| match (&mut self.clip, &self.dataset) {
             (Some(c), Some(ds)) => {
                 c.ui(ui, ds);
@@ -529,23 +549,19 @@ impl eframe::App for MgApp {
                 });
             }
         });
-
-        if let Some(storage) = frame.storage_mut() {
-            if let Some(ds) = &self.dataset {
-                storage.set_string(LAST_DATASET_KEY, ds.root().display().to_string());
-            }
-            if let Ok(j) = serde_json::to_string(&self.panes.settings) {
-                storage.set_string(PANES_KEY, j);
-            }
-        }
     }
 }
 
 impl MgApp {
     fn sample_list(&mut self, ui: &mut egui::Ui) {
         ui.horizontal(|ui| {
-            ui.label("Filter");
-            ui.text_edit_singleline(&mut self.filter);
+            let label = ui.label("Filter");
+            let r = ui
+                .text_edit_singleline(&mut self.filter)
+                .labelled_by(label.id);
+            if std::mem::take(&mut self.focus_filter) {
+                r.request_focus();
+            }
         });
         ui.horizontal(|ui| {
             ui.selectable_value(&mut self.split_filter, None, "all");
@@ -575,41 +591,60 @@ impl MgApp {
             return;
         }
         let visible = self.visible();
-        let row_h = ui.text_style_height(&egui::TextStyle::Body) + 4.0;
+        // The rows' real height (a selectable label is at least interact_size tall): with a
+        // smaller one show_rows picks the wrong rows and scrolling to the selection misses.
+        let row_h = (ui.text_style_height(&egui::TextStyle::Monospace)
+            + 2.0 * ui.spacing().button_padding.y)
+            .max(ui.spacing().interact_size.y);
         let mut clicked = None;
         let tax = self.dataset.as_ref().map(|d| d.taxonomy().clone());
-        egui::ScrollArea::vertical()
-            .auto_shrink([false, false])
-            .show_rows(ui, row_h, visible.len(), |ui, range| {
-                ui.style_mut().wrap_mode = Some(egui::TextWrapMode::Truncate);
-                for &i in &visible[range] {
-                    let s = &self.samples[i];
-                    let class = match (s.label, &tax) {
-                        (Some(l), Some(t)) => format!("{l:>2} {}", t.name_of(l)),
-                        _ => "unlabeled".to_string(),
-                    };
-                    let mark = if s.reviewed { "R" } else { " " };
-                    let changed = if s.label != s.imported_label {
-                        "*"
-                    } else {
-                        " "
-                    };
-                    let text = format!(
-                        "{mark}{changed} {:<10} {:<5} {:>5}-{:<5} {class}",
-                        s.clip_id,
-                        s.split.as_str(),
-                        s.start,
-                        s.end
-                    );
-                    let r = ui.selectable_label(
-                        self.selected == Some(i),
-                        egui::RichText::new(text).monospace(),
-                    );
-                    if r.clicked() {
-                        clicked = Some(i);
-                    }
+        let mut area = egui::ScrollArea::vertical().auto_shrink([false, false]);
+        if std::mem::take(&mut self.reveal_selected) {
+            let pitch = row_h + ui.spacing().item_spacing.y;
+            let pos = self
+                .selected
+                .and_then(|s| visible.iter().position(|&v| v == s));
+            if let Some(top) = pos.map(|p| p as f32 * pitch) {
+                let (offset, height) = self.list_view;
+                // Scroll only as far as needed, so the list does not jump on every key.
+                if top < offset {
+                    area = area.vertical_scroll_offset(top);
+                } else if top + pitch > offset + height {
+                    area = area.vertical_scroll_offset(top + pitch - height);
                 }
-            });
+            }
+        }
+        let out = area.show_rows(ui, row_h, visible.len(), |ui, range| {
+            ui.style_mut().wrap_mode = Some(egui::TextWrapMode::Truncate);
+            for &i in &visible[range] {
+                let s = &self.samples[i];
+                let class = match (s.label, &tax) {
+                    (Some(l), Some(t)) => format!("{l:>2} {}", t.name_of(l)),
+                    _ => "unlabeled".to_string(),
+                };
+                let mark = if s.reviewed { "R" } else { " " };
+                let changed = if s.label != s.imported_label {
+                    "*"
+                } else {
+                    " "
+                };
+                let text = format!(
+                    "{mark}{changed} {:<10} {:<5} {:>5}-{:<5} {class}",
+                    s.clip_id,
+                    s.split.as_str(),
+                    s.start,
+                    s.end
+                );
+                let r = ui.selectable_label(
+                    self.selected == Some(i),
+                    egui::RichText::new(text).monospace(),
+                );
+                if r.clicked() {
+                    clicked = Some(i);
+                }
+            }
+        });
+        self.list_view = (out.state.clamped_offset().y, out.inner_rect.height());
         if clicked.is_some() {
             let ctx = ui.ctx().clone();
             self.select(clicked, &ctx);
@@ -679,7 +714,7 @@ impl MgApp {
             }
         });
         if let Some(c) = chosen.filter(|c| Some(*c) != s.label) {
-            self.act(|ds, clip, who| ds.relabel(clip, c, who));
+            self.relabel(c);
         }
         ui.separator();
         ui.label("History of this sample:");
@@ -703,3 +738,6 @@ impl MgApp {
             });
     }
 }
+
+#[cfg(test)]
+mod tests;

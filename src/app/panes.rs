@@ -739,6 +739,7 @@ pub fn install(cc: &eframe::CreationContext<'_>) {
 pub struct FrameInput<'a> {
     /// The frame the RGB pane shows (the decoded one), and its pixels.
     pub frame: Option<(u32, Arc<RgbFrame>)>,
+    /// The whole video's keypoints, indexed by video frame.
     pub keypoints: Option<&'a Keypoints>,
     pub skeleton: &'a Skeleton,
 }
@@ -801,6 +802,16 @@ impl Panes {
         });
     }
 
+    /// Whether the open clip's job is still computing a pane.
+    pub fn busy(&self) -> bool {
+        self.job.as_ref().is_some_and(|j| {
+            let g = lock(&j.shared);
+            [&g.taylor, &g.flow, &g.depth, &g.joint, &g.limb]
+                .iter()
+                .any(|t| matches!(t.state, TrackState::Waiting | TrackState::Running { .. }))
+        })
+    }
+
     pub fn close(&mut self) {
         self.job = None;
         self.rgb = None;
@@ -823,7 +834,7 @@ impl Panes {
                 }
             }
             ui.separator();
-            egui::ComboBox::from_id_salt("pane-arrangement")
+            egui::ComboBox::from_label("layout")
                 .selected_text(format!("{:?}", self.settings.arrangement).to_lowercase())
                 .show_ui(ui, |ui| {
                     for a in [Arrangement::Grid, Arrangement::Row, Arrangement::Column] {

@@ -111,7 +111,8 @@ pub fn video_key(path: &Path) -> u64 {
 /// Decodes frames around a cursor on its own thread. Moving the cursor cancels the work for
 /// the old position at the next frame.
 pub struct Prefetcher {
-    tx: Option<mpsc::Sender<usize>>,
+    /// (cursor, playing backwards).
+    tx: Option<mpsc::Sender<(usize, bool)>>,
     stop: Arc<AtomicBool>,
     handle: Option<JoinHandle<()>>,
     pub key: u64,
@@ -128,11 +129,12 @@ impl Prefetcher {
         behind: usize,
         on_frame: Box<dyn Fn() + Send>,
     ) -> Prefetcher {
-        let (tx, rx) = mpsc::channel::<usize>();
+        let (tx, rx) = mpsc::channel::<(usize, bool)>();
         let stop = Arc::new(AtomicBool::new(false));
         let errors = Arc::new(Mutex::new(Vec::new()));
         let key = video_key(&path);
         let (stop2, errors2) = (stop.clone(), errors.clone());
+        let keyframes = index.keyframes.clone();
         let handle = std::thread::Builder::new()
             .name("mgscope-prefetch".into())
             .spawn(move || {
@@ -155,10 +157,7 @@ impl Prefetcher {
                     if stop2.load(Ordering::Relaxed) {
                         return;
                     }
-                    // Forward first (what playback needs next), then the frames behind.
-                    let lo = cursor.saturating_sub(behind);
-                    let hi = (cursor + ahead).min(n.saturating_sub(1));
-                    let order = (cursor..=hi).chain((lo..cursor).rev());
+                    let order = plan(cursor.0, n, ahead, behind, cursor.1, &keyframes);
                     let mut moved = None;
                     for i in order {
                         if let Ok(c) = rx.try_recv() {
@@ -202,8 +201,14 @@ impl Prefetcher {
     }
 
     pub fn set_cursor(&self, frame: usize) {
+        self.set_cursor_dir(frame, false);
+    }
+
+    /// Like `set_cursor`; `backward` while playback runs in reverse, so that the frames before
+    /// the cursor are the ones kept decoded.
+    pub fn set_cursor_dir(&self, frame: usize, backward: bool) {
         if let Some(tx) = &self.tx {
-            let _ = tx.send(frame);
+            let _ = tx.send((frame, backward));
         }
     }
 
@@ -213,7 +218,43 @@ impl Prefetcher {
     }
 }
 
-fn latest(mut c: usize, rx: &mpsc::Receiver<usize>) -> usize {
+/// The frames to decode around `cursor`, in order. Forward: the cursor and `ahead` frames
+/// after it (what playback needs next), then `behind` frames before it. Backward: from the
+/// keyframe that starts the GOP `ahead` frames before the cursor up to the cursor, in
+/// presentation order — one seek and a sequential decode that keeps every frame it passes,
+/// where decoding the frames one by one backwards would seek and re-decode a GOP for each —
+/// then `behind` frames after it.
+fn plan(
+    cursor: usize,
+    n: usize,
+    ahead: usize,
+    behind: usize,
+    backward: bool,
+    keyframes: &[usize],
+) -> Vec<usize> {
+    let Some(last) = n.checked_sub(1) else {
+        return Vec::new();
+    };
+    let cursor = cursor.min(last);
+    if backward {
+        let want = cursor.saturating_sub(ahead);
+        let start = match keyframes.binary_search(&want) {
+            Ok(i) => keyframes[i],
+            Err(0) => 0,
+            Err(i) => keyframes[i - 1],
+        };
+        (start..=cursor)
+            .chain(cursor + 1..=(cursor + behind).min(last))
+            .collect()
+    } else {
+        let lo = cursor.saturating_sub(behind);
+        (cursor..=(cursor + ahead).min(last))
+            .chain((lo..cursor).rev())
+            .collect()
+    }
+}
+
+fn latest(mut c: (usize, bool), rx: &mpsc::Receiver<(usize, bool)>) -> (usize, bool) {
     while let Ok(n) = rx.try_recv() {
         c = n;
     }
@@ -262,5 +303,27 @@ mod tests {
         assert_eq!(c.bytes(), 900);
         // Another video's frame 5 is a different entry.
         assert!(c.get(2, 5).is_none());
+    }
+
+    #[test]
+    fn forward_plan_is_ahead_then_behind() {
+        let p = plan(10, 100, 3, 2, false, &[0, 50]);
+        assert_eq!(p, [10, 11, 12, 13, 9, 8]);
+        // Clipped at the end of the video.
+        assert_eq!(plan(98, 100, 3, 1, false, &[0]), [98, 99, 97]);
+    }
+
+    #[test]
+    fn backward_plan_decodes_whole_gops_in_presentation_order() {
+        let kf = [0, 30, 60, 90];
+        // 48 before 70 is 22, whose GOP starts at 0.
+        let p = plan(70, 100, 48, 2, true, &kf);
+        assert_eq!(p.first(), Some(&0));
+        assert_eq!(&p[p.len() - 3..], [70, 71, 72]);
+        assert!(p.windows(2).all(|w| w[1] == w[0] + 1));
+        // Landing exactly on a keyframe starts there.
+        assert_eq!(plan(70, 100, 10, 0, true, &kf).first(), Some(&60));
+        assert_eq!(plan(5, 100, 10, 0, true, &kf), (0..=5).collect::<Vec<_>>());
+        assert!(plan(5, 0, 10, 0, true, &kf).is_empty());
     }
 }

@@ -1,0 +1,565 @@
+//! The app's keyboard path and command dispatch on a small dataset without media.
+
+use super::clip_view::{ClipView, Transport};
+use super::commands::{CommandId as C, COMMANDS};
+use super::*;
+use crate::dataset::{NewSample, NewVideo};
+use crate::store::ImportReport;
+
+/// Two videos: 0001 with samples at 0..29, 30..59, 60..89 (train, val, train) and 0002 with
+/// 0..49, 50..99 (train, test).
+fn app() -> (tempfile::TempDir, MgApp) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let mut ds = Dataset::open_or_create(dir.path(), "imigue").expect("create");
+        let video = |vid: &str, spans: &[(u32, u32, Split)]| NewVideo {
+            vid: vid.into(),
+            subject: "s1".into(),
+            media_path: None,
+            n_frames: 200,
+            width: Some(64),
+            height: Some(36),
+            fps: Some(25.0),
+            keypoints: None,
+            samples: spans
+                .iter()
+                .enumerate()
+                .map(|(i, &(start, end, split))| NewSample {
+                    clip_id: format!("{vid}_{i}"),
+                    row_index: i as u32,
+                    start,
+                    end,
+                    label: Some(i as u32),
+                    split,
+                })
+                .collect(),
+        };
+        let mut rep = ImportReport::default();
+        ds.add_video(
+            &video(
+                "0001",
+                &[
+                    (0, 29, Split::Train),
+                    (30, 59, Split::Val),
+                    (60, 89, Split::Train),
+                ],
+            ),
+            &mut rep,
+        )
+        .expect("add 0001");
+        ds.add_video(
+            &video("0002", &[(0, 49, Split::Train), (50, 99, Split::Test)]),
+            &mut rep,
+        )
+        .expect("add 0002");
+    }
+    let mut app = MgApp::default();
+    app.open(dir.path());
+    assert!(app.error.is_none(), "{:?}", app.error);
+    assert_eq!(app.samples.len(), 5);
+    (dir, app)
+}
+
+fn clip_ids(app: &MgApp) -> Option<&str> {
+    app.current().map(|s| s.clip_id.as_str())
+}
+
+/// Selects a sample by clip id and gives it a clip view standing in for the video.
+fn open(app: &mut MgApp, clip: &str, ctx: &egui::Context) {
+    let i = app.samples.iter().position(|s| s.clip_id == clip);
+    app.select(i, ctx);
+    let s = app.current().cloned().expect("sample");
+    app.clip = Some(ClipView::for_test(&s, 200));
+}
+
+#[test]
+fn page_down_and_up_follow_the_filtered_order() {
+    let (_dir, mut app) = app();
+    let ctx = egui::Context::default();
+    app.split_filter = Some(Split::Train);
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        app.run_command(C::NextSample, None, &ctx);
+        seen.push(clip_ids(&app).unwrap_or_default().to_string());
+    }
+    // The val and test samples are filtered out; the last one stays selected at the end.
+    assert_eq!(seen, ["0001_0", "0001_2", "0002_0", "0002_0"]);
+    app.run_command(C::PrevSample, None, &ctx);
+    assert_eq!(clip_ids(&app), Some("0001_2"));
+    app.run_command(C::PrevSample, None, &ctx);
+    app.run_command(C::PrevSample, None, &ctx);
+    assert_eq!(clip_ids(&app), Some("0001_0"));
+    // A text filter narrows the order further.
+    app.split_filter = None;
+    app.filter = "0002".into();
+    app.run_command(C::NextSample, None, &ctx);
+    assert_eq!(clip_ids(&app), Some("0002_0"));
+}
+
+#[derive(Debug, PartialEq)]
+struct Observed {
+    selected: Option<usize>,
+    class_entry: String,
+    cursor: Option<u32>,
+    transport: Option<Transport>,
+    looping: Option<bool>,
+    skeleton: Option<bool>,
+    fit: timeline::Fit,
+    tab: Tab,
+    help: bool,
+    palette: bool,
+    focus_filter: bool,
+    open_dialog: bool,
+    demo: bool,
+    samples: Vec<(Option<u32>, bool, u32, u32)>,
+    error: Option<String>,
+}
+
+fn observe(app: &MgApp) -> Observed {
+    Observed {
+        selected: app.selected,
+        class_entry: app.class_entry.clone(),
+        cursor: app.clip.as_ref().map(|c| c.cursor()),
+        transport: app.clip.as_ref().map(|c| c.transport()),
+        looping: app.clip.as_ref().map(|c| c.loop_sample),
+        skeleton: app.clip.as_ref().map(|_| app.panes.settings.skeleton),
+        fit: app.timeline.fit(),
+        tab: app.tab,
+        help: app.help_open,
+        palette: app.palette.open,
+        focus_filter: app.focus_filter,
+        open_dialog: app.open_dialog,
+        demo: app.demo_requested,
+        samples: app
+            .samples
+            .iter()
+            .map(|s| (s.label, s.reviewed, s.start, s.end))
+            .collect(),
+        error: app.error.clone(),
+    }
+}
+
+#[test]
+fn every_command_dispatches_to_a_visible_change() {
+    let ctx = egui::Context::default();
+    for c in COMMANDS {
+        let (_dir, mut app) = app();
+        open(&mut app, "0001_1", &ctx);
+        // Put the app where the command has something to do.
+        match c.id {
+            C::Cancel => app.help_open = true,
+            C::ApplyClass => app.class_entry = "5".into(),
+            C::Undo => app.relabel(7),
+            C::Redo => {
+                app.relabel(7);
+                app.undo_redo(true);
+            }
+            C::Pause => app.run_command(C::ShuttleForward, None, &ctx),
+            C::GoToStart => app.run_command(C::StepForward10, None, &ctx),
+            C::TabLabel => app.tab = Tab::Ensemble,
+            C::PrevSample
+            | C::NextSample
+            | C::PlayPause
+            | C::ShuttleForward
+            | C::ShuttleReverse
+            | C::SlowForward
+            | C::SlowReverse
+            | C::StepBack
+            | C::StepForward
+            | C::StepBack10
+            | C::StepForward10
+            | C::GoToEnd
+            | C::ToggleLoop
+            | C::ToggleFit
+            | C::ToggleSkeleton
+            | C::ClassDigit
+            | C::ToggleReviewed
+            | C::OpenDataset
+            | C::GenerateDemo
+            | C::FocusFilter
+            | C::CommandPalette
+            | C::Help
+            | C::TabPredictions
+            | C::TabEnsemble => {}
+        }
+        let cx = app.command_context();
+        assert!(commands::available(c.id, &cx), "{} not available", c.name);
+        let before = observe(&app);
+        app.run_command(c.id, c.shortcuts.first().copied(), &ctx);
+        let after = observe(&app);
+        assert_ne!(before, after, "{} changed nothing", c.name);
+        assert!(after.error.is_none(), "{}: {:?}", c.name, after.error);
+    }
+}
+
+#[test]
+fn digits_then_enter_relabel_through_the_store() {
+    let (_dir, mut app) = app();
+    let ctx = egui::Context::default();
+    open(&mut app, "0001_0", &ctx);
+    for k in [egui::Key::Num1, egui::Key::Num2] {
+        app.run_command(
+            C::ClassDigit,
+            Some(egui::KeyboardShortcut::new(egui::Modifiers::NONE, k)),
+            &ctx,
+        );
+    }
+    app.run_command(C::ApplyClass, None, &ctx);
+    assert_eq!(app.current().and_then(|s| s.label), Some(12));
+    let hist = app
+        .dataset
+        .as_ref()
+        .and_then(|d| d.history(Some("0001_0")).ok())
+        .unwrap_or_default();
+    assert_eq!(hist.len(), 1);
+    // Out of range: refused with a message, nothing written.
+    app.class_entry = "99".into();
+    app.run_command(C::ApplyClass, None, &ctx);
+    assert_eq!(app.current().and_then(|s| s.label), Some(12));
+    assert!(app.error.as_deref().is_some_and(|e| e.contains("99")));
+}
+
+/// One egui frame that only runs the key handler, with these key presses as its input.
+fn frame_with_keys(app: &mut MgApp, ctx: &egui::Context, keys: &[(egui::Key, egui::Modifiers)]) {
+    let events = keys
+        .iter()
+        .map(|&(key, modifiers)| egui::Event::Key {
+            key,
+            physical_key: None,
+            pressed: true,
+            repeat: false,
+            modifiers,
+        })
+        .collect();
+    ctx.begin_pass(egui::RawInput {
+        events,
+        ..Default::default()
+    });
+    app.keyboard(ctx);
+    end_pass(ctx);
+}
+
+fn end_pass(ctx: &egui::Context) {
+    // Nothing paints these frames: the font atlas upload is dropped on purpose.
+    ctx.end_pass().textures_delta.clear();
+}
+
+#[test]
+fn jkl_and_arrows_through_real_key_events() {
+    use egui::{Key, Modifiers as M};
+    let (_dir, mut app) = app();
+    let ctx = egui::Context::default();
+    open(&mut app, "0001_1", &ctx);
+    let speed = |app: &MgApp| app.clip.as_ref().map(|c| c.transport().speed());
+    frame_with_keys(&mut app, &ctx, &[(Key::L, M::NONE)]);
+    assert_eq!(speed(&app), Some(1.0));
+    frame_with_keys(&mut app, &ctx, &[(Key::L, M::NONE), (Key::L, M::NONE)]);
+    assert_eq!(speed(&app), Some(4.0));
+    frame_with_keys(&mut app, &ctx, &[(Key::J, M::NONE)]);
+    assert_eq!(speed(&app), Some(-1.0));
+    frame_with_keys(&mut app, &ctx, &[(Key::K, M::NONE)]);
+    assert_eq!(speed(&app), Some(0.0));
+    // j and k no longer move the selection.
+    assert_eq!(clip_ids(&app), Some("0001_1"));
+    let cursor = |app: &MgApp| app.clip.as_ref().map(|c| c.cursor());
+    frame_with_keys(&mut app, &ctx, &[(Key::ArrowRight, M::SHIFT)]);
+    assert_eq!(cursor(&app), Some(40));
+    frame_with_keys(&mut app, &ctx, &[(Key::ArrowLeft, M::NONE)]);
+    assert_eq!(cursor(&app), Some(39));
+    // The cursor leaves the sample (30..59) to let its bounds be judged.
+    frame_with_keys(
+        &mut app,
+        &ctx,
+        &[(Key::End, M::NONE), (Key::ArrowRight, M::SHIFT)],
+    );
+    assert_eq!(cursor(&app), Some(69));
+    frame_with_keys(
+        &mut app,
+        &ctx,
+        &[(Key::Home, M::NONE), (Key::ArrowLeft, M::SHIFT)],
+    );
+    assert_eq!(cursor(&app), Some(20));
+    // PageDown: next sample in the browser, same video, so the view is kept and retargeted.
+    frame_with_keys(&mut app, &ctx, &[(Key::PageDown, M::NONE)]);
+    assert_eq!(clip_ids(&app), Some("0001_2"));
+    assert_eq!(cursor(&app), Some(60));
+    // ? opens the list of keys, Escape closes it.
+    frame_with_keys(&mut app, &ctx, &[(Key::Questionmark, M::SHIFT)]);
+    assert!(app.help_open);
+    frame_with_keys(&mut app, &ctx, &[(Key::Escape, M::NONE)]);
+    assert!(!app.help_open);
+}
+
+#[test]
+fn keys_are_left_alone_while_a_text_field_has_focus() {
+    use egui::{Key, Modifiers as M};
+    let (_dir, mut app) = app();
+    let ctx = egui::Context::default();
+    open(&mut app, "0001_1", &ctx);
+    let field = egui::Id::unique("a text field");
+    let l = |ctx: &egui::Context| {
+        ctx.begin_pass(egui::RawInput {
+            events: vec![egui::Event::Key {
+                key: Key::L,
+                physical_key: None,
+                pressed: true,
+                repeat: false,
+                modifiers: M::NONE,
+            }],
+            ..Default::default()
+        });
+    };
+    l(&ctx);
+    // What a focused TextEdit leaves behind: its state and the focus.
+    egui::text_edit::TextEditState::default().store(&ctx, field);
+    ctx.memory_mut(|m| m.request_focus(field));
+    app.keyboard(&ctx);
+    end_pass(&ctx);
+    assert_eq!(app.clip.as_ref().map(|c| c.transport().speed()), Some(0.0));
+    // A focused button is not a text field: the key is a command.
+    l(&ctx);
+    ctx.memory_mut(|m| m.request_focus(egui::Id::unique("a button")));
+    app.keyboard(&ctx);
+    end_pass(&ctx);
+    assert_eq!(app.clip.as_ref().map(|c| c.transport().speed()), Some(1.0));
+}
+
+/// One pass of the timeline panel alone, with these pointer events.
+fn timeline_pass(app: &mut MgApp, ctx: &egui::Context, t: f64, events: Vec<egui::Event>) {
+    let input = egui::RawInput {
+        events,
+        time: Some(t),
+        screen_rect: Some(egui::Rect::from_min_size(
+            egui::Pos2::ZERO,
+            egui::vec2(1200.0, timeline::HEIGHT),
+        )),
+        ..Default::default()
+    };
+    let mut out = ctx.run_ui(input, |ui| app.timeline_panel(ui));
+    out.textures_delta.clear();
+}
+
+fn button(pos: egui::Pos2, pressed: bool) -> egui::Event {
+    egui::Event::PointerButton {
+        pos,
+        button: egui::PointerButton::Primary,
+        pressed,
+        modifiers: egui::Modifiers::NONE,
+    }
+}
+
+#[test]
+fn dragging_the_end_handle_is_one_bounds_change_at_release() {
+    let (_dir, mut app) = app();
+    let ctx = egui::Context::default();
+    open(&mut app, "0001_1", &ctx);
+    timeline_pass(&mut app, &ctx, 0.0, vec![]);
+    let (rect, scale) = app.timeline.last.expect("the track was drawn");
+    let y = rect.center().y;
+    // The end handle sits on the boundary after frame 59; drag it 5 frames right.
+    let from = egui::pos2(scale.x_of(60.0), y);
+    let to = egui::pos2(scale.x_of(65.0), y);
+    let mut t = 0.1;
+    timeline_pass(&mut app, &ctx, t, vec![egui::Event::PointerMoved(from)]);
+    t += 0.05;
+    timeline_pass(&mut app, &ctx, t, vec![button(from, true)]);
+    for k in 1..=10 {
+        t += 0.05;
+        let p = from + (to - from) * (k as f32 / 10.0);
+        timeline_pass(&mut app, &ctx, t, vec![egui::Event::PointerMoved(p)]);
+        // Nothing is written while the handle moves, and the cursor stays where it was.
+        assert_eq!(app.current().map(|s| (s.start, s.end)), Some((30, 59)));
+        assert_eq!(app.clip.as_ref().map(|c| c.cursor()), Some(30));
+    }
+    t += 0.05;
+    timeline_pass(&mut app, &ctx, t, vec![button(to, false)]);
+    timeline_pass(&mut app, &ctx, t + 0.05, vec![]);
+    assert_eq!(app.current().map(|s| (s.start, s.end)), Some((30, 64)));
+    assert_eq!(app.clip.as_ref().map(|c| c.range()), Some((30, 64)));
+    let hist = app
+        .dataset
+        .as_ref()
+        .and_then(|d| d.history(Some("0001_1")).ok())
+        .unwrap_or_default();
+    assert_eq!(hist.len(), 1, "{hist:?}");
+    assert_eq!(
+        (hist[0].old_value.as_str(), hist[0].new_value.as_str()),
+        ("30,59", "30,64")
+    );
+    // Undo puts the bounds back in the clip view too.
+    app.run_command(C::Undo, None, &ctx);
+    app.sync_clip_range();
+    assert_eq!(app.clip.as_ref().map(|c| c.range()), Some((30, 59)));
+}
+
+#[test]
+fn a_click_on_the_track_seeks_to_that_frame() {
+    let (_dir, mut app) = app();
+    let ctx = egui::Context::default();
+    open(&mut app, "0001_1", &ctx);
+    timeline_pass(&mut app, &ctx, 0.0, vec![]);
+    let (rect, scale) = app.timeline.last.expect("the track was drawn");
+    // Middle of frame 45, well away from the handles.
+    let p = egui::pos2(scale.x_of(45.5), rect.center().y);
+    timeline_pass(&mut app, &ctx, 0.1, vec![egui::Event::PointerMoved(p)]);
+    timeline_pass(&mut app, &ctx, 0.15, vec![button(p, true)]);
+    timeline_pass(&mut app, &ctx, 0.2, vec![button(p, false)]);
+    assert_eq!(app.clip.as_ref().map(|c| c.cursor()), Some(45));
+    let hist = app
+        .dataset
+        .as_ref()
+        .and_then(|d| d.history(Some("0001_1")).ok())
+        .unwrap_or_default();
+    assert!(hist.is_empty());
+}
+
+#[test]
+fn bounds_the_store_refuses_are_shown_not_saved() {
+    let (_dir, mut app) = app();
+    let ctx = egui::Context::default();
+    // The clip view believes the video is longer than the store does (200 frames).
+    let i = app.samples.iter().position(|s| s.clip_id == "0001_1");
+    app.select(i, &ctx);
+    let s = app.current().cloned().expect("sample");
+    app.clip = Some(ClipView::for_test(&s, 400));
+    timeline_pass(&mut app, &ctx, 0.0, vec![]);
+    app.timeline.toggle_fit();
+    timeline_pass(&mut app, &ctx, 0.05, vec![]);
+    let (rect, scale) = app.timeline.last.expect("the track was drawn");
+    let y = rect.center().y;
+    let from = egui::pos2(scale.x_of(60.0), y);
+    let to = egui::pos2(scale.x_of(300.0), y);
+    let mut t = 0.1;
+    timeline_pass(&mut app, &ctx, t, vec![egui::Event::PointerMoved(from)]);
+    t += 0.05;
+    timeline_pass(&mut app, &ctx, t, vec![button(from, true)]);
+    for k in 1..=5 {
+        t += 0.05;
+        let p = from + (to - from) * (k as f32 / 5.0);
+        timeline_pass(&mut app, &ctx, t, vec![egui::Event::PointerMoved(p)]);
+    }
+    timeline_pass(&mut app, &ctx, t + 0.05, vec![button(to, false)]);
+    assert_eq!(app.current().map(|s| (s.start, s.end)), Some((30, 59)));
+    let shown = app.timeline.error.clone().unwrap_or_default();
+    assert!(shown.contains("beyond its video's last frame"), "{shown}");
+    assert!(app.error.is_some());
+}
+
+/// The whole window, frame by frame, as egui_kittest drives it.
+fn harness(app: MgApp) -> egui_kittest::Harness<'static, MgApp> {
+    egui_kittest::Harness::builder()
+        .with_size(egui::vec2(1280.0, 800.0))
+        .build_ui_state(|ui, app: &mut MgApp| app.draw(ui), app)
+}
+
+#[test]
+fn the_window_shows_the_key_list_and_relabels_from_the_palette() {
+    use egui::{Key, Modifiers as M};
+    use egui_kittest::kittest::Queryable;
+    let (_dir, mut app) = app();
+    open(&mut app, "0001_1", &egui::Context::default());
+    let mut h = harness(app);
+    h.run();
+    assert!(h.query_by_label("Keyboard shortcuts").is_none());
+    h.key_press(Key::Questionmark);
+    h.run();
+    assert!(h.query_by_label("Keyboard shortcuts").is_some());
+    assert!(h
+        .query_by_label("Play backward (again: faster, up to 4×)")
+        .is_some());
+    h.key_press(Key::Escape);
+    h.run();
+    assert!(h.query_by_label("Keyboard shortcuts").is_none());
+
+    h.key_press_modifiers(M::COMMAND, Key::K);
+    h.run();
+    h.event(egui::Event::Text("tch chin".into()));
+    h.run();
+    // The best match is the class, offered as a palette entry.
+    assert!(h.query_by_label("label: touch chin").is_some());
+    h.key_press(Key::Enter);
+    h.run();
+    let app = h.state();
+    assert!(!app.palette.open);
+    assert_eq!(app.current().and_then(|s| s.label), Some(10));
+    assert_eq!(app.status, "saved change to 0001_1");
+}
+
+#[test]
+fn the_window_steps_and_shuttles_from_the_keyboard_with_the_timeline_shown() {
+    use egui::{Key, Modifiers as M};
+    use egui_kittest::kittest::Queryable;
+    let (_dir, mut app) = app();
+    open(&mut app, "0001_1", &egui::Context::default());
+    let mut h = harness(app);
+    h.run();
+    // After a click on a checkbox the keys still reach the commands and leave it alone.
+    h.get_by_label("skeleton").click();
+    h.run();
+    assert_eq!(
+        h.state()
+            .clip
+            .as_ref()
+            .map(|_| h.state().panes.settings.skeleton),
+        Some(false)
+    );
+    h.key_press(Key::Space);
+    h.key_press(Key::K);
+    h.run();
+    assert_eq!(
+        h.state()
+            .clip
+            .as_ref()
+            .map(|_| h.state().panes.settings.skeleton),
+        Some(false)
+    );
+    h.key_press_modifiers(M::SHIFT, Key::ArrowRight);
+    h.key_press(Key::ArrowRight);
+    h.run();
+    assert_eq!(h.state().clip.as_ref().map(|c| c.cursor()), Some(41));
+    h.key_press(Key::F);
+    h.run();
+    assert_eq!(h.state().timeline.fit(), timeline::Fit::Video);
+    h.key_press(Key::J);
+    h.key_press(Key::K);
+    h.run();
+    let t = h.state().clip.as_ref().map(|c| c.transport());
+    assert_eq!(t.map(|t| (t.playing, t.forward)), Some((false, false)));
+}
+
+#[test]
+fn escape_during_a_handle_drag_saves_nothing() {
+    let (_dir, mut app) = app();
+    let ctx = egui::Context::default();
+    open(&mut app, "0001_1", &ctx);
+    timeline_pass(&mut app, &ctx, 0.0, vec![]);
+    let (rect, scale) = app.timeline.last.expect("the track was drawn");
+    let from = egui::pos2(scale.x_of(30.0), rect.center().y);
+    let to = egui::pos2(scale.x_of(25.0), rect.center().y);
+    timeline_pass(&mut app, &ctx, 0.1, vec![egui::Event::PointerMoved(from)]);
+    timeline_pass(&mut app, &ctx, 0.15, vec![button(from, true)]);
+    timeline_pass(&mut app, &ctx, 0.2, vec![egui::Event::PointerMoved(to)]);
+    let escape = egui::Event::Key {
+        key: egui::Key::Escape,
+        physical_key: None,
+        pressed: true,
+        repeat: false,
+        modifiers: egui::Modifiers::NONE,
+    };
+    timeline_pass(&mut app, &ctx, 0.25, vec![escape]);
+    timeline_pass(&mut app, &ctx, 0.3, vec![button(to, false)]);
+    timeline_pass(&mut app, &ctx, 0.35, vec![]);
+    assert_eq!(app.current().map(|s| (s.start, s.end)), Some((30, 59)));
+    let hist = app
+        .dataset
+        .as_ref()
+        .and_then(|d| d.history(Some("0001_1")).ok())
+        .unwrap_or_default();
+    assert!(hist.is_empty(), "{hist:?}");
+    // Without the Escape the same drag moves the start.
+    timeline_pass(&mut app, &ctx, 0.4, vec![button(from, true)]);
+    timeline_pass(&mut app, &ctx, 0.45, vec![egui::Event::PointerMoved(to)]);
+    timeline_pass(&mut app, &ctx, 0.5, vec![button(to, false)]);
+    timeline_pass(&mut app, &ctx, 0.55, vec![]);
+    assert_eq!(app.current().map(|s| (s.start, s.end)), Some((25, 59)));
+}
