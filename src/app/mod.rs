@@ -5,6 +5,7 @@
 mod clip_view;
 mod commands;
 mod ensemble_panel;
+mod frame_stats;
 mod panes;
 mod predictions;
 mod timeline;
@@ -40,6 +41,19 @@ pub fn run(dataset: Option<PathBuf>, checkpoint: Option<(String, PathBuf)>) -> R
             .with_title("mgscope")
             .with_inner_size([1280.0, 800.0]),
         renderer: eframe::Renderer::Wgpu,
+        wgpu_options: eframe::egui_wgpu::WgpuConfiguration {
+            // MGSCOPE_NO_VSYNC=1: present without waiting for a vertical blank (frame-time
+            // measurements; X servers without vblank, such as Xvfb, otherwise pace frames).
+            surface: eframe::egui_wgpu::SurfaceConfig {
+                present_mode: if std::env::var("MGSCOPE_NO_VSYNC").is_ok_and(|v| v == "1") {
+                    wgpu::PresentMode::AutoNoVsync
+                } else {
+                    wgpu::PresentMode::AutoVsync
+                },
+                ..eframe::egui_wgpu::SurfaceConfig::LOW_LATENCY
+            },
+            ..Default::default()
+        },
         ..Default::default()
     };
     eframe::run_native(
@@ -68,6 +82,8 @@ pub struct MgApp {
     status: String,
     error: Option<String>,
     demo_job: Option<(mpsc::Receiver<DemoMsg>, (usize, usize))>,
+    /// `MGSCOPE_FRAME_STATS`: the window measures its own frame times (benches/ui.rs).
+    frame_stats: Option<frame_stats::FrameStats>,
     /// Digits typed so far for a keyboard relabel (applied with Enter).
     class_entry: String,
     clip: Option<clip_view::ClipView>,
@@ -118,7 +134,10 @@ impl MgApp {
             .and_then(|s| s.get_string(LAST_DATASET_KEY))
             .map(PathBuf::from);
         panes::install(cc);
-        let mut app = MgApp::default();
+        let mut app = MgApp {
+            frame_stats: frame_stats::FrameStats::from_env(),
+            ..Default::default()
+        };
         if let Some(p) = cc
             .storage
             .and_then(|s| s.get_string(PANES_KEY))
@@ -139,6 +158,40 @@ impl MgApp {
     pub fn open_clip(&self) -> Option<(&str, Option<u32>)> {
         let c = self.clip.as_ref()?;
         Some((c.clip_id.as_str(), c.shown_frame().map(|(i, _)| i)))
+    }
+
+    /// One frame of the `MGSCOPE_FRAME_STATS` measurement: open the first sample with all six
+    /// panes, play it once their data is there, let `FrameStats` record.
+    fn measure_frame(&mut self, ctx: &egui::Context, cpu_usage: Option<f32>) {
+        if self.selected.is_none() && !self.samples.is_empty() {
+            self.panes.settings.visible = crate::render::PaneKind::ALL.to_vec();
+            self.pending_select = Some(0);
+        }
+        let ready = self.open_clip().is_some_and(|(_, f)| f.is_some()) && !self.panes.busy();
+        if ready && !self.playing() {
+            if let Some(c) = self.clip.as_mut() {
+                c.toggle_play();
+            }
+        }
+        let root = self.dataset.as_ref().map(|d| d.root().to_path_buf());
+        let playing = self.playing();
+        if let Some(fs) = self.frame_stats.as_mut() {
+            if fs.frame(ctx, cpu_usage, ready && playing, root) {
+                self.frame_stats = None;
+            }
+        }
+    }
+
+    /// Shows these panes (in this order), for tests and benchmarks.
+    pub fn show_panes(&mut self, kinds: &[crate::render::PaneKind]) {
+        if !kinds.is_empty() {
+            self.panes.settings.visible = kinds.to_vec();
+        }
+    }
+
+    /// Whether the clip is playing.
+    pub fn playing(&self) -> bool {
+        self.clip.as_ref().is_some_and(|c| c.transport().playing)
     }
 
     /// Whether the panes' per-clip job is still computing.
@@ -384,6 +437,9 @@ impl MgApp {
 impl eframe::App for MgApp {
     fn ui(&mut self, ui: &mut egui::Ui, frame: &mut eframe::Frame) {
         self.draw(ui);
+        if self.frame_stats.is_some() {
+            self.measure_frame(ui.ctx(), frame.info().cpu_usage);
+        }
         if let Some(storage) = frame.storage_mut() {
             if let Some(ds) = &self.dataset {
                 storage.set_string(LAST_DATASET_KEY, ds.root().display().to_string());
