@@ -11,6 +11,10 @@
 use candle_core::{DType, Result, Tensor, D};
 
 mod cpu;
+mod norm;
+mod pool;
+
+pub(crate) use norm::batch_norm_train;
 
 /// Kernel / stride / padding / dilation as (time, height, width).
 pub type Triple = (usize, usize, usize);
@@ -202,8 +206,27 @@ fn window_taps(
     Ok(taps)
 }
 
-/// `nn.MaxPool3d(kernel, stride, padding)` forward (padding counts as −∞, as PyTorch).
+/// `nn.MaxPool3d(kernel, stride, padding)` forward (padding counts as −∞, as PyTorch). On
+/// the CPU in f32 one custom op (`pool::MaxPool3dOp`) that keeps no per-tap maxima for
+/// backward.
 pub fn max_pool3d(x: &Tensor, kernel: Triple, stride: Triple, padding: Triple) -> Result<Tensor> {
+    if x.device().is_cpu() && x.dtype() == DType::F32 {
+        x.dims5()?;
+        return x.contiguous()?.apply_op1(pool::MaxPool3dOp {
+            kernel,
+            stride,
+            padding,
+        });
+    }
+    max_pool3d_tensor_ops(x, kernel, stride, padding)
+}
+
+fn max_pool3d_tensor_ops(
+    x: &Tensor,
+    kernel: Triple,
+    stride: Triple,
+    padding: Triple,
+) -> Result<Tensor> {
     let (n, _, t, h, w) = x.dims5()?;
     let (kt, kh, kw) = kernel;
     let (st, sh, sw) = stride;
@@ -756,6 +779,40 @@ mod tests {
                 .expect("diff");
             assert!(d < 0.1, "{dt:?}: max abs difference {d}");
         }
+    }
+
+    #[test]
+    fn max_pool3d_op_gradients_match_the_tensor_op_path() {
+        let dev = Device::Cpu;
+        // A permutation of distinct values, so that every window has one maximum.
+        let (n, c, t, h, w) = (2, 3, 5, 7, 6);
+        let len = n * c * t * h * w;
+        let xv: Vec<f32> = (0..len).map(|i| ((i * 7919) % len) as f32).collect();
+        let x = Tensor::from_vec(xv, (n, c, t, h, w), &dev).expect("x");
+        for (k, s, p) in [
+            ((1, 3, 3), (1, 1, 1), (0, 1, 1)),
+            ((1, 3, 3), (1, 2, 2), (0, 1, 1)),
+            ((2, 1, 1), (2, 1, 1), (0, 0, 0)),
+            ((3, 2, 3), (2, 2, 1), (1, 1, 1)),
+        ] {
+            let op = grads_of_pool(&|x| max_pool3d(x, k, s, p), &x);
+            let ops = grads_of_pool(&|x| max_pool3d_tensor_ops(x, k, s, p), &x);
+            assert_eq!(op.0, ops.0, "forward {k:?} {s:?} {p:?}");
+            assert_eq!(op.1, ops.1, "gradient {k:?} {s:?} {p:?}");
+        }
+    }
+
+    fn grads_of_pool(pool: &dyn Fn(&Tensor) -> Result<Tensor>, x: &Tensor) -> (Vec<f32>, Vec<f32>) {
+        let xv = Var::from_tensor(x).expect("var");
+        let y = pool(xv.as_tensor()).expect("pool");
+        let r: Vec<f32> = (0..y.elem_count()).map(|i| (i % 11) as f32 - 5.0).collect();
+        let r = Tensor::from_vec(r, y.dims(), x.device()).expect("r");
+        let grads = (&y * &r)
+            .and_then(|l| l.sum_all())
+            .and_then(|l| l.backward())
+            .expect("bw");
+        let flat = |t: &Tensor| t.flatten_all().and_then(|t| t.to_vec1::<f32>()).expect("v");
+        (flat(&y), flat(grads.get(&xv).expect("gx")))
     }
 
     #[test]

@@ -445,21 +445,31 @@ pub(super) struct Conv3dOp {
     pub(super) budget: usize,
 }
 
-fn f32_slice<'a>(s: &'a CpuStorage, what: &str) -> Result<&'a [f32]> {
+/// Runs `f` on the elements of `t` (made contiguous) as one f32 slice.
+pub(super) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
+    let t = t.contiguous()?;
+    let (s, l) = t.storage_and_layout();
+    let Storage::Cpu(s) = &*s else {
+        candle_core::bail!("CPU op: the tensor is not on the CPU");
+    };
+    f(dense(f32_slice(s, "tensor")?, l)?)
+}
+
+pub(super) fn f32_slice<'a>(s: &'a CpuStorage, what: &str) -> Result<&'a [f32]> {
     match s {
         CpuStorage::F32(v) => Ok(v),
-        other => candle_core::bail!("conv3d op: {what} must be f32, got {:?}", other.dtype()),
+        other => candle_core::bail!("CPU op: {what} must be f32, got {:?}", other.dtype()),
     }
 }
 
-/// The contiguous elements of a kernel layout (the caller makes the kernel contiguous).
-fn dense<'a>(data: &'a [f32], layout: &Layout) -> Result<&'a [f32]> {
+/// The elements of a contiguous layout (the callers make their operands contiguous).
+pub(super) fn dense<'a>(data: &'a [f32], layout: &Layout) -> Result<&'a [f32]> {
     if !layout.is_contiguous() {
-        candle_core::bail!("conv3d op: the kernel must be contiguous");
+        candle_core::bail!("CPU op: operand {layout:?} is not contiguous");
     }
     let start = layout.start_offset();
     data.get(start..start + layout.shape().elem_count())
-        .ok_or_else(|| candle_core::Error::Msg("conv3d op: kernel storage too short".into()))
+        .ok_or_else(|| candle_core::Error::Msg("CPU op: storage shorter than its layout".into()))
 }
 
 impl CustomOp2 for Conv3dOp {
