@@ -14,7 +14,7 @@ mod cpu;
 mod norm;
 mod pool;
 
-pub(crate) use norm::batch_norm_train;
+pub(crate) use norm::{add_relu, batch_norm_train};
 
 /// Kernel / stride / padding / dilation as (time, height, width).
 pub type Triple = (usize, usize, usize);
@@ -813,6 +813,35 @@ mod tests {
             .expect("bw");
         let flat = |t: &Tensor| t.flatten_all().and_then(|t| t.to_vec1::<f32>()).expect("v");
         (flat(&y), flat(grads.get(&xv).expect("gx")))
+    }
+
+    #[test]
+    fn add_relu_matches_its_composition() {
+        let dev = Device::Cpu;
+        let a = Var::from_vec(lcg(2 * 3 * 4 * 5, 31), (2, 3, 4, 5), &dev).expect("a");
+        let b = Var::from_vec(lcg(2 * 3 * 4 * 5, 32), (2, 3, 5, 4), &dev).expect("b");
+        let r = Tensor::from_vec(lcg(2 * 3 * 4 * 5, 33), (2, 3, 4, 5), &dev).expect("r");
+        let flat = |t: &Tensor| t.flatten_all().and_then(|t| t.to_vec1::<f32>()).expect("v");
+        let run = |fused: bool| {
+            // A transposed view on one side exercises the op's copy of strided inputs.
+            let bt = b.as_tensor().transpose(2, 3).expect("view");
+            let y = if fused {
+                add_relu(a.as_tensor(), &bt)
+            } else {
+                (a.as_tensor() + &bt).and_then(|s| s.relu())
+            }
+            .expect("y");
+            let g = (&y * &r)
+                .and_then(|l| l.sum_all())
+                .and_then(|l| l.backward())
+                .expect("bw");
+            [
+                flat(&y),
+                flat(g.get(&a).expect("ga")),
+                flat(g.get(&b).expect("gb")),
+            ]
+        };
+        assert_eq!(run(true), run(false));
     }
 
     #[test]

@@ -18,7 +18,9 @@ use candle_nn::{linear, Init, Linear, Module, VarBuilder};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::ops3d::{batch_norm_train, conv3d, global_avg_pool3d, max_pool3d, Conv3dConfig, Triple};
+use super::ops3d::{
+    add_relu, batch_norm_train, conv3d, global_avg_pool3d, max_pool3d, Conv3dConfig, Triple,
+};
 
 /// Bottleneck3d's channel expansion (conv3 outputs `4 · planes`).
 pub const EXPANSION: usize = 4;
@@ -429,7 +431,7 @@ impl Bottleneck3d {
             Some(d) => d.forward_t(x, train)?,
             None => x.clone(),
         };
-        (y + identity)?.relu()
+        add_relu(&y, &identity)
     }
 }
 

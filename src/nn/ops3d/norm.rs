@@ -172,3 +172,74 @@ pub(crate) fn batch_norm_train(
     let y = x.apply_op3(&weight.contiguous()?, &bias.contiguous()?, op)?;
     Ok((y, mean, var))
 }
+
+/// `relu(a + b)` (the residual join of a Bottleneck3d) as one CPU op: the composed version
+/// keeps the sum for ReLU's backward besides its two inputs.
+struct AddReluOp;
+
+impl candle_core::CustomOp2 for AddReluOp {
+    fn name(&self) -> &'static str {
+        "add-relu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        if l1.dims() != l2.dims() {
+            candle_core::bail!(
+                "add-relu: shapes {:?} and {:?} differ",
+                l1.dims(),
+                l2.dims()
+            );
+        }
+        let a = dense(f32_slice(s1, "lhs")?, l1)?;
+        let b = dense(f32_slice(s2, "rhs")?, l2)?;
+        let mut y = vec![0f32; a.len()];
+        y.par_chunks_mut(1 << 16)
+            .zip(a.par_chunks(1 << 16).zip(b.par_chunks(1 << 16)))
+            .for_each(|(y, (a, b))| {
+                for ((y, a), b) in y.iter_mut().zip(a).zip(b) {
+                    *y = (a + b).max(0.0);
+                }
+            });
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        a: &Tensor,
+        b: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = with_f32(res, |ys| {
+            with_f32(grad, |gs| {
+                let mut g = vec![0f32; gs.len()];
+                g.par_chunks_mut(1 << 16)
+                    .zip(ys.par_chunks(1 << 16).zip(gs.par_chunks(1 << 16)))
+                    .for_each(|(o, (y, d))| {
+                        for ((o, y), d) in o.iter_mut().zip(y).zip(d) {
+                            *o = if *y > 0.0 { *d } else { 0.0 };
+                        }
+                    });
+                Ok(g)
+            })
+        })?;
+        let g = Tensor::from_vec(g, a.dims(), a.device())?;
+        Ok((a.track_op().then(|| g.clone()), b.track_op().then_some(g)))
+    }
+}
+
+/// `relu(a + b)`; one autograd op for two CPU f32 tensors of one shape.
+pub(crate) fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let cpu_f32 = |t: &Tensor| t.device().is_cpu() && t.dtype() == candle_core::DType::F32;
+    if cpu_f32(a) && cpu_f32(b) && a.dims() == b.dims() {
+        a.contiguous()?.apply_op2(&b.contiguous()?, AddReluOp)
+    } else {
+        (a + b)?.relu()
+    }
+}
