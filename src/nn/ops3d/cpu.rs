@@ -361,6 +361,9 @@ fn forward(x: Src, w: &[f32], g: &Geom, budget: usize) -> Result<Vec<f32>> {
     Ok(y)
 }
 
+/// The input's and the kernel's gradient, each when asked for.
+type Grads = (Option<Vec<f32>>, Option<Vec<f32>>);
+
 /// Gradients of `conv3d(x, w)` given the contiguous output gradient `gy`: the input's
 /// (`[N, C, T, H, W]`) and the kernel's (`[O, C·K]`), each only when asked for.
 fn backward(
@@ -370,7 +373,7 @@ fn backward(
     g: &Geom,
     (want_x, want_w): (bool, bool),
     budget: usize,
-) -> Result<(Option<Vec<f32>>, Option<Vec<f32>>)> {
+) -> Result<Grads> {
     let (o, rows, per) = (g.o, g.rows(), g.out_item());
     let mut gx = want_x.then(|| vec![0f32; g.n * g.in_item()]);
     let mut gw = want_w.then(|| vec![0f32; o * rows]);

@@ -107,11 +107,12 @@ impl CustomOp3 for BatchNormOp {
                         .map(|ch| {
                             let (mut sdy, mut sdyx) = (0f64, 0f64);
                             for b in 0..n {
-                                let off = (b * c + ch) * per;
-                                for i in off..off + per {
-                                    let d = f64::from(dy(i));
+                                let r = (b * c + ch) * per..(b * c + ch + 1) * per;
+                                let planes = xs[r.clone()].iter().zip(&gs[r.clone()]).zip(&ys[r]);
+                                for ((&x, &g), &y) in planes {
+                                    let d = f64::from(if relu && y <= 0.0 { 0.0 } else { g });
                                     sdy += d;
-                                    sdyx += d * f64::from((xs[i] - mean[ch]) * invstd[ch]);
+                                    sdyx += d * f64::from((x - mean[ch]) * invstd[ch]);
                                 }
                             }
                             (sdy as f32, sdyx as f32)
