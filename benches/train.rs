@@ -59,6 +59,8 @@ print(json.dumps({'step_s': float(np.median(ts)),
 "#;
 
 fn child(x: &PathBuf, y: &PathBuf, reps: usize) -> Res<()> {
+    // As `mgscope train` does.
+    mgscope::train::retain_freed_memory();
     let dev = Device::Cpu;
     let vm = VarMap::new();
     let net = PoseC3D::new(

@@ -58,6 +58,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         }
         return Ok(());
     }
+    train::retain_freed_memory();
     let cfg = if a.resume.is_some() {
         None
     } else {

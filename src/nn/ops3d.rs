@@ -8,7 +8,13 @@
 //! conv_transpose3d_temporal: `nn.ConvTranspose3d` with a `kT×1×1` kernel (RGBPoseConv3D's
 //! rgb→pose lateral), as one channel matmul for all taps followed by a strided shift-and-add.
 
-use candle_core::{Result, Tensor, D};
+use candle_core::{DType, Result, Tensor, D};
+
+mod cpu;
+mod norm;
+mod pool;
+
+pub(crate) use norm::{add_relu, batch_norm_train};
 
 /// Kernel / stride / padding / dilation as (time, height, width).
 pub type Triple = (usize, usize, usize);
@@ -52,11 +58,38 @@ const COLS_BUDGET: usize = 1 << 22;
 /// `C·kt·kh·kw` rows the kernel flattens to, and `[O, C·K] × [C·K, T·H·W]` is the conv. A
 /// 1×1×1 kernel needs no copy at all. (candle's own CPU conv2d goes through a tiled im2col
 /// that was 4–5× slower than this on these shapes.)
+///
+/// On the CPU this is one custom autograd op (`cpu::Conv3dOp`, f32; f16 and bf16 convert
+/// around it, as candle's CPU matmul has no bf16) that keeps no column matrix for backward;
+/// other devices and f64 compose candle ops as below.
 pub fn conv3d(x: &Tensor, kernel: &Tensor, cfg: &Conv3dConfig) -> Result<Tensor> {
-    conv3d_budget(x, kernel, cfg, COLS_BUDGET)
+    let half = |d: DType| matches!(d, DType::F16 | DType::BF16);
+    match (x.device().is_cpu(), x.dtype(), kernel.dtype()) {
+        (true, DType::F32, DType::F32) => conv3d_op(x, kernel, cfg, COLS_BUDGET),
+        (true, a, b) if a == b && half(a) => conv3d_op(
+            &x.to_dtype(DType::F32)?,
+            &kernel.to_dtype(DType::F32)?,
+            cfg,
+            COLS_BUDGET,
+        )?
+        .to_dtype(a),
+        _ => conv3d_tensor_ops(x, kernel, cfg, COLS_BUDGET),
+    }
 }
 
-fn conv3d_budget(x: &Tensor, kernel: &Tensor, cfg: &Conv3dConfig, budget: usize) -> Result<Tensor> {
+fn conv3d_op(x: &Tensor, kernel: &Tensor, cfg: &Conv3dConfig, budget: usize) -> Result<Tensor> {
+    // Validate before the op so shape errors read the same as on the tensor-op path.
+    cpu::Geom::new(x.dims(), kernel.dims(), cfg)?;
+    x.apply_op2(&kernel.contiguous()?, cpu::Conv3dOp { cfg: *cfg, budget })
+}
+
+/// conv3d from candle tensor ops (any device and dtype); autograd keeps its im2col matrices.
+fn conv3d_tensor_ops(
+    x: &Tensor,
+    kernel: &Tensor,
+    cfg: &Conv3dConfig,
+    budget: usize,
+) -> Result<Tensor> {
     let (n, c, t, h, w) = x.dims5()?;
     let (o, kc, kt, kh, kw) = kernel.dims5()?;
     if kc != c {
@@ -173,8 +206,27 @@ fn window_taps(
     Ok(taps)
 }
 
-/// `nn.MaxPool3d(kernel, stride, padding)` forward (padding counts as −∞, as PyTorch).
+/// `nn.MaxPool3d(kernel, stride, padding)` forward (padding counts as −∞, as PyTorch). On
+/// the CPU in f32 one custom op (`pool::MaxPool3dOp`) that keeps no per-tap maxima for
+/// backward.
 pub fn max_pool3d(x: &Tensor, kernel: Triple, stride: Triple, padding: Triple) -> Result<Tensor> {
+    if x.device().is_cpu() && x.dtype() == DType::F32 {
+        x.dims5()?;
+        return x.contiguous()?.apply_op1(pool::MaxPool3dOp {
+            kernel,
+            stride,
+            padding,
+        });
+    }
+    max_pool3d_tensor_ops(x, kernel, stride, padding)
+}
+
+fn max_pool3d_tensor_ops(
+    x: &Tensor,
+    kernel: Triple,
+    stride: Triple,
+    padding: Triple,
+) -> Result<Tensor> {
     let (n, _, t, h, w) = x.dims5()?;
     let (kt, kh, kw) = kernel;
     let (st, sh, sw) = stride;
@@ -462,8 +514,19 @@ mod tests {
             let k = Tensor::from_vec(kv.clone(), (o, c, kt, kh, kw), &dev).expect("k");
             let (want, shape) = naive_conv3d(&xv, xd, &kv, (o, kt, kh, kw), &cfg);
             // Whole, and in chunks of one output frame (a tiny im2col budget).
-            for budget in [COLS_BUDGET, 1] {
-                let y = conv3d_budget(&x, &k, &cfg, budget).expect("conv3d");
+            // Both implementations: the custom op and the tensor-op path.
+            for (budget, op) in [
+                (COLS_BUDGET, true),
+                (1, true),
+                (COLS_BUDGET, false),
+                (1, false),
+            ] {
+                let y = if op {
+                    conv3d_op(&x, &k, &cfg, budget)
+                } else {
+                    conv3d_tensor_ops(&x, &k, &cfg, budget)
+                }
+                .expect("conv3d");
                 assert_eq!(y.dims(), shape, "{cfg:?}");
                 let got = y
                     .flatten_all()
@@ -474,7 +537,10 @@ mod tests {
                     .zip(&want)
                     .map(|(a, b)| (f64::from(*a) - b).abs())
                     .fold(0.0, f64::max);
-                assert!(err < 1e-4, "{cfg:?} budget {budget}: max abs error {err}");
+                assert!(
+                    err < 1e-4,
+                    "{cfg:?} budget {budget} op {op}: max abs error {err}"
+                );
             }
         }
         // A strided view (not contiguous) as input gives the same as its copy.
@@ -561,6 +627,221 @@ mod tests {
                 gk[i]
             );
         }
+    }
+
+    fn cfg3(stride: Triple, padding: Triple, dilation: Triple) -> Conv3dConfig {
+        Conv3dConfig {
+            stride,
+            padding,
+            dilation,
+        }
+    }
+
+    /// Σ y ⊙ r and its gradients with respect to (x, k), through `conv`.
+    fn grads_of(
+        conv: &dyn Fn(&Tensor, &Tensor) -> Result<Tensor>,
+        x: &Tensor,
+        k: &Tensor,
+    ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let xv = Var::from_tensor(x).expect("x var");
+        let kv = Var::from_tensor(k).expect("k var");
+        let y = conv(xv.as_tensor(), kv.as_tensor()).expect("y");
+        let r = Tensor::from_vec(lcg(y.elem_count(), 21), y.dims(), x.device()).expect("r");
+        let loss = (&y * &r).and_then(|t| t.sum_all()).expect("loss");
+        let grads = loss.backward().expect("backward");
+        let flat = |t: &Tensor| t.flatten_all().and_then(|t| t.to_vec1::<f32>()).expect("v");
+        (
+            flat(&y),
+            flat(grads.get(&xv).expect("gx")),
+            flat(grads.get(&kv).expect("gk")),
+        )
+    }
+
+    fn assert_close(name: &str, a: &[f32], b: &[f32], rel: f32) {
+        assert_eq!(a.len(), b.len(), "{name}: lengths");
+        let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!(
+                (x - y).abs() <= rel * scale,
+                "{name}[{i}]: {x} vs {y} (scale {scale})"
+            );
+        }
+    }
+
+    #[test]
+    fn conv3d_op_gradients_match_the_tensor_op_path() {
+        let dev = Device::Cpu;
+        let cases = [
+            // (x dims, kernel (o, kt, kh, kw), cfg)
+            (
+                (2, 3, 4, 9, 9),
+                (4, 1, 7, 7),
+                cfg3((1, 2, 2), (0, 3, 3), (1, 1, 1)),
+            ),
+            (
+                (2, 4, 6, 5, 5),
+                (3, 3, 1, 1),
+                cfg3((1, 1, 1), (1, 0, 0), (1, 1, 1)),
+            ),
+            (
+                (1, 4, 6, 5, 5),
+                (5, 1, 1, 1),
+                cfg3((1, 1, 1), (0, 0, 0), (1, 1, 1)),
+            ),
+            (
+                (3, 4, 6, 5, 5),
+                (5, 1, 1, 1),
+                cfg3((2, 2, 2), (0, 0, 0), (1, 1, 1)),
+            ),
+            (
+                (1, 2, 7, 9, 8),
+                (2, 3, 3, 3),
+                cfg3((2, 2, 3), (1, 1, 2), (1, 1, 1)),
+            ),
+            (
+                (2, 2, 9, 8, 8),
+                (2, 3, 3, 3),
+                cfg3((1, 1, 1), (2, 2, 2), (2, 2, 2)),
+            ),
+            (
+                (2, 3, 4, 7, 7),
+                (4, 1, 3, 3),
+                cfg3((2, 2, 2), (0, 1, 1), (1, 1, 1)),
+            ),
+            (
+                (1, 2, 5, 6, 7),
+                (3, 2, 2, 3),
+                cfg3((1, 2, 1), (0, 1, 3), (2, 1, 2)),
+            ),
+        ];
+        for (xd, (o, kt, kh, kw), cfg) in cases {
+            let (n, c, t, h, w) = xd;
+            let x = Tensor::from_vec(lcg(n * c * t * h * w, 7), xd, &dev).expect("x");
+            let k = Tensor::from_vec(lcg(o * c * kt * kh * kw, 8), (o, c, kt, kh, kw), &dev)
+                .expect("k");
+            let want = grads_of(&|x, k| conv3d_tensor_ops(x, k, &cfg, COLS_BUDGET), &x, &k);
+            for budget in [COLS_BUDGET, 1] {
+                let got = grads_of(&|x, k| conv3d_op(x, k, &cfg, budget), &x, &k);
+                let name = format!("{cfg:?} budget {budget}");
+                assert_close(&format!("y {name}"), &got.0, &want.0, 1e-5);
+                assert_close(&format!("gx {name}"), &got.1, &want.1, 1e-5);
+                assert_close(&format!("gk {name}"), &got.2, &want.2, 1e-5);
+            }
+        }
+    }
+
+    #[test]
+    fn conv3d_op_reads_strided_views() {
+        let dev = Device::Cpu;
+        // x stored as [N, C, T, W, H] and viewed as [N, C, T, H, W].
+        let base = Tensor::from_vec(lcg(2 * 3 * 4 * 7 * 6, 9), (2, 3, 4, 7, 6), &dev).expect("x");
+        let k = Tensor::from_vec(lcg(4 * 3 * 27, 10), (4, 3, 3, 3, 3), &dev).expect("k");
+        for cfg in [
+            cfg3((1, 2, 2), (1, 1, 1), (1, 1, 1)),
+            cfg3((1, 1, 1), (0, 0, 0), (1, 1, 1)),
+        ] {
+            let k = if cfg.padding == (0, 0, 0) {
+                k.narrow(2, 0, 1)
+                    .and_then(|k| k.narrow(3, 0, 1))
+                    .and_then(|k| k.narrow(4, 0, 1))
+                    .expect("1×1×1")
+            } else {
+                k.clone()
+            };
+            // The view goes through the graph so that the gradient reaches `base`.
+            let op = |b: &Tensor, k: &Tensor| conv3d_op(&b.transpose(3, 4)?, k, &cfg, 1);
+            let ops = |b: &Tensor, k: &Tensor| {
+                conv3d_tensor_ops(&b.transpose(3, 4)?, k, &cfg, COLS_BUDGET)
+            };
+            let got = grads_of(&op, &base, &k);
+            let want = grads_of(&ops, &base, &k);
+            assert_close("y", &got.0, &want.0, 1e-5);
+            assert_close("gx", &got.1, &want.1, 1e-5);
+            assert_close("gk", &got.2, &want.2, 1e-5);
+        }
+        // Other dtypes take the tensor-op path and agree with f32.
+        let x = Tensor::from_vec(lcg(2 * 3 * 4 * 7 * 6, 9), (2, 3, 4, 7, 6), &dev).expect("x");
+        let cfg = cfg3((1, 2, 2), (1, 1, 1), (1, 1, 1));
+        let y32 = conv3d(&x, &k, &cfg).expect("f32");
+        for dt in [DType::F16, DType::BF16, DType::F64] {
+            let y = conv3d(
+                &x.to_dtype(dt).expect("x"),
+                &k.to_dtype(dt).expect("k"),
+                &cfg,
+            )
+            .and_then(|y| y.to_dtype(DType::F32))
+            .expect("conv");
+            let d = (&y - &y32)
+                .and_then(|d| d.abs())
+                .and_then(|d| d.flatten_all())
+                .and_then(|d| d.max(0))
+                .and_then(|d| d.to_scalar::<f32>())
+                .expect("diff");
+            assert!(d < 0.1, "{dt:?}: max abs difference {d}");
+        }
+    }
+
+    #[test]
+    fn max_pool3d_op_gradients_match_the_tensor_op_path() {
+        let dev = Device::Cpu;
+        // A permutation of distinct values, so that every window has one maximum.
+        let (n, c, t, h, w) = (2, 3, 5, 7, 6);
+        let len = n * c * t * h * w;
+        let xv: Vec<f32> = (0..len).map(|i| ((i * 7919) % len) as f32).collect();
+        let x = Tensor::from_vec(xv, (n, c, t, h, w), &dev).expect("x");
+        for (k, s, p) in [
+            ((1, 3, 3), (1, 1, 1), (0, 1, 1)),
+            ((1, 3, 3), (1, 2, 2), (0, 1, 1)),
+            ((2, 1, 1), (2, 1, 1), (0, 0, 0)),
+            ((3, 2, 3), (2, 2, 1), (1, 1, 1)),
+        ] {
+            let op = grads_of_pool(&|x| max_pool3d(x, k, s, p), &x);
+            let ops = grads_of_pool(&|x| max_pool3d_tensor_ops(x, k, s, p), &x);
+            assert_eq!(op.0, ops.0, "forward {k:?} {s:?} {p:?}");
+            assert_eq!(op.1, ops.1, "gradient {k:?} {s:?} {p:?}");
+        }
+    }
+
+    fn grads_of_pool(pool: &dyn Fn(&Tensor) -> Result<Tensor>, x: &Tensor) -> (Vec<f32>, Vec<f32>) {
+        let xv = Var::from_tensor(x).expect("var");
+        let y = pool(xv.as_tensor()).expect("pool");
+        let r: Vec<f32> = (0..y.elem_count()).map(|i| (i % 11) as f32 - 5.0).collect();
+        let r = Tensor::from_vec(r, y.dims(), x.device()).expect("r");
+        let grads = (&y * &r)
+            .and_then(|l| l.sum_all())
+            .and_then(|l| l.backward())
+            .expect("bw");
+        let flat = |t: &Tensor| t.flatten_all().and_then(|t| t.to_vec1::<f32>()).expect("v");
+        (flat(&y), flat(grads.get(&xv).expect("gx")))
+    }
+
+    #[test]
+    fn add_relu_matches_its_composition() {
+        let dev = Device::Cpu;
+        let a = Var::from_vec(lcg(2 * 3 * 4 * 5, 31), (2, 3, 4, 5), &dev).expect("a");
+        let b = Var::from_vec(lcg(2 * 3 * 4 * 5, 32), (2, 3, 5, 4), &dev).expect("b");
+        let r = Tensor::from_vec(lcg(2 * 3 * 4 * 5, 33), (2, 3, 4, 5), &dev).expect("r");
+        let flat = |t: &Tensor| t.flatten_all().and_then(|t| t.to_vec1::<f32>()).expect("v");
+        let run = |fused: bool| {
+            // A transposed view on one side exercises the op's copy of strided inputs.
+            let bt = b.as_tensor().transpose(2, 3).expect("view");
+            let y = if fused {
+                add_relu(a.as_tensor(), &bt)
+            } else {
+                (a.as_tensor() + &bt).and_then(|s| s.relu())
+            }
+            .expect("y");
+            let g = (&y * &r)
+                .and_then(|l| l.sum_all())
+                .and_then(|l| l.backward())
+                .expect("bw");
+            [
+                flat(&y),
+                flat(g.get(&a).expect("ga")),
+                flat(g.get(&b).expect("gb")),
+            ]
+        };
+        assert_eq!(run(true), run(false));
     }
 
     #[test]

@@ -13,12 +13,14 @@
 
 use std::sync::Mutex;
 
-use candle_core::{Result, Tensor, Var};
+use candle_core::{DType, Result, Tensor, Var};
 use candle_nn::{linear, Init, Linear, Module, VarBuilder};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::ops3d::{conv3d, global_avg_pool3d, max_pool3d, Conv3dConfig, Triple};
+use super::ops3d::{
+    add_relu, batch_norm_train, conv3d, global_avg_pool3d, max_pool3d, Conv3dConfig, Triple,
+};
 
 /// Bottleneck3d's channel expansion (conv3 outputs `4 · planes`).
 pub const EXPANSION: usize = 4;
@@ -157,7 +159,67 @@ impl BatchNorm3d {
     /// running statistics towards the batch mean and the *unbiased* variance, as PyTorch does.
     /// Eval: the running statistics, with the operations of candle's `BatchNorm::forward_eval`
     /// so inference is unchanged against the parity fixtures.
+    #[cfg(test)]
     pub(crate) fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_relu_t(x, train, false)
+    }
+
+    /// [`BatchNorm3d::forward_t`] followed by ReLU when `relu`; in training on the CPU in f32
+    /// both are one autograd op (`ops3d::batch_norm_train`), which keeps two activations for
+    /// backward where the composed version keeps six.
+    pub(crate) fn forward_relu_t(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
+        let y = self.forward_plain_t(x, train, relu)?;
+        match y {
+            (y, true) => Ok(y),
+            (y, false) if relu => y.relu(),
+            (y, false) => Ok(y),
+        }
+    }
+
+    /// The output and whether ReLU was already applied.
+    fn forward_plain_t(&self, x: &Tensor, train: bool, relu: bool) -> Result<(Tensor, bool)> {
+        let fused = train
+            && x.device().is_cpu()
+            && x.dtype() == DType::F32
+            && self.weight.dtype() == DType::F32
+            && self.bias.dtype() == DType::F32;
+        if fused {
+            let dims = x.dims();
+            let c = self.weight.dim(0)?;
+            if dims.len() < 2 || dims[1] != c {
+                candle_core::bail!(
+                    "batch-norm: input {dims:?} does not have {c} channels in dim 1"
+                );
+            }
+            let count = x.elem_count() / c;
+            if count < 2 {
+                candle_core::bail!(
+                    "batch-norm in training mode needs more than one value per channel, got {dims:?}"
+                );
+            }
+            let (y, mean, var) = batch_norm_train(x, &self.weight, &self.bias, self.eps, relu)?;
+            let dev = x.device();
+            let mean = Tensor::from_vec(mean, c, dev)?;
+            let var = Tensor::from_vec(var, c, dev)?;
+            self.update_running(&mean, &var, count)?;
+            return Ok((y, true));
+        }
+        Ok((self.forward_composed(x, train)?, false))
+    }
+
+    /// Moves the running statistics towards the batch mean and the unbiased variance.
+    fn update_running(&self, batch_mean: &Tensor, batch_var: &Tensor, count: usize) -> Result<()> {
+        let m = self.momentum;
+        let batch_mean = batch_mean.to_dtype(self.running_mean.dtype())?;
+        let unbiased = (batch_var * (count as f64 / (count - 1) as f64))?
+            .to_dtype(self.running_var.dtype())?;
+        let new_mean = ((self.running_mean.as_detached_tensor() * (1.0 - m))? + (batch_mean * m)?)?;
+        let new_var = ((self.running_var.as_detached_tensor() * (1.0 - m))? + (unbiased * m)?)?;
+        self.running_mean.set(&new_mean)?;
+        self.running_var.set(&new_var)
+    }
+
+    fn forward_composed(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let dims = x.dims().to_vec();
         let c = self.weight.dim(0)?;
         if dims.len() < 2 || dims[1] != c {
@@ -200,17 +262,11 @@ impl BatchNorm3d {
             .broadcast_mul(&scale)?
             .broadcast_add(&self.bias.reshape((1, c, 1))?)?
             .reshape(dims)?;
-        let m = self.momentum;
-        let batch_mean = mean
-            .detach()
-            .flatten_all()?
-            .to_dtype(self.running_mean.dtype())?;
-        let unbiased = (var.detach().flatten_all()? * (count as f64 / (count - 1) as f64))?
-            .to_dtype(self.running_var.dtype())?;
-        let new_mean = ((self.running_mean.as_detached_tensor() * (1.0 - m))? + (batch_mean * m)?)?;
-        let new_var = ((self.running_var.as_detached_tensor() * (1.0 - m))? + (unbiased * m)?)?;
-        self.running_mean.set(&new_mean)?;
-        self.running_var.set(&new_var)?;
+        self.update_running(
+            &mean.detach().flatten_all()?,
+            &var.detach().flatten_all()?,
+            count,
+        )?;
         Ok(y)
     }
 }
@@ -268,7 +324,9 @@ impl ConvModule {
                     .broadcast_mul(&scale.reshape((o, 1, 1, 1, 1))?)?;
                 conv3d(x, &w, &self.cfg)?.broadcast_add(&shift.reshape((1, o, 1, 1, 1))?)?
             }
-            (Some(bn), true) => bn.forward_t(&conv3d(x, &self.weight, &self.cfg)?, true)?,
+            (Some(bn), true) => {
+                return bn.forward_relu_t(&conv3d(x, &self.weight, &self.cfg)?, true, self.relu);
+            }
             (None, _) => conv3d(x, &self.weight, &self.cfg)?,
         };
         if self.relu {
@@ -373,7 +431,7 @@ impl Bottleneck3d {
             Some(d) => d.forward_t(x, train)?,
             None => x.clone(),
         };
-        (y + identity)?.relu()
+        add_relu(&y, &identity)
     }
 }
 
@@ -796,6 +854,69 @@ mod tests {
             .expect("v");
         assert!(gb[0].abs() < 1e-5, "{gb:?}");
         assert!(grads.get(data["bn.running_mean"].as_tensor()).is_none());
+    }
+
+    #[test]
+    fn fused_batch_norm_matches_the_composed_version() {
+        let dev = Device::Cpu;
+        let (n, c, t, h, w) = (2, 3, 2, 3, 4);
+        let xv: Vec<f32> = (0..n * c * t * h * w)
+            .map(|i| ((i * 37 % 101) as f32 / 50.0 - 1.0) * (1.0 + (i % 3) as f32))
+            .collect();
+        for relu in [false, true] {
+            let mut outs = Vec::new();
+            for fused in [true, false] {
+                let vm = VarMap::new();
+                let bn =
+                    BatchNorm3d::new(c, VarBuilder::from_varmap(&vm, DType::F32, &dev).pp("bn"))
+                        .expect("bn");
+                set(&vm, "bn.weight", &[1.5, -0.7, 0.3]);
+                set(&vm, "bn.bias", &[0.2, 0.1, -0.4]);
+                let x = candle_core::Var::from_vec(xv.clone(), (n, c, t, h, w), &dev).expect("x");
+                // A strided view as input, as the op must accept any layout.
+                let xt = x.as_tensor().transpose(3, 4).expect("view");
+                let y = if fused {
+                    bn.forward_relu_t(&xt, true, relu).expect("fused")
+                } else {
+                    let y = bn.forward_composed(&xt, true).expect("composed");
+                    if relu {
+                        y.relu().expect("relu")
+                    } else {
+                        y
+                    }
+                };
+                let r: Vec<f32> = (0..y.elem_count())
+                    .map(|i| (i * 13 % 17) as f32 - 8.0)
+                    .collect();
+                let r = Tensor::from_vec(r, y.dims(), &dev).expect("r");
+                let grads = (&y * &r)
+                    .and_then(|l| l.sum_all())
+                    .and_then(|l| l.backward())
+                    .expect("bw");
+                let data = vm.data().lock().expect("lock");
+                let flat =
+                    |t: &Tensor| t.flatten_all().and_then(|t| t.to_vec1::<f32>()).expect("v");
+                outs.push([
+                    flat(&y),
+                    flat(grads.get(&x).expect("gx")),
+                    flat(grads.get(data["bn.weight"].as_tensor()).expect("gw")),
+                    flat(grads.get(data["bn.bias"].as_tensor()).expect("gb")),
+                    flat(data["bn.running_mean"].as_tensor()),
+                    flat(data["bn.running_var"].as_tensor()),
+                ]);
+            }
+            let names = ["y", "gx", "gw", "gb", "running_mean", "running_var"];
+            for (k, name) in names.iter().enumerate() {
+                let (a, b) = (&outs[0][k], &outs[1][k]);
+                let scale = b.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+                for (i, (p, q)) in a.iter().zip(b).enumerate() {
+                    assert!(
+                        (p - q).abs() <= 2e-5 * scale,
+                        "relu {relu} {name}[{i}]: fused {p} vs composed {q}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -73,3 +73,19 @@ pub(crate) mod stream {
     pub const SAMPLE: u64 = 3;
     pub const DROPOUT: u64 = 4;
 }
+
+/// Makes glibc keep freed memory for reuse instead of unmapping it (process-wide; call once
+/// before training). Every candle op allocates its output, and an autograd step frees and
+/// reallocates gigabytes of activation-sized buffers; served by fresh `mmap`s each one costs
+/// a page fault per 4 KiB, about a third of a CPU PoseC3D step (measured: 11.9 s → 8.3 s at
+/// batch 2). Peak memory stays the same since the freed blocks are what the next step needs.
+/// No-op elsewhere than glibc Linux.
+pub fn retain_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; it is called before the worker
+    // threads start allocating.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_MAX, 0);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+    }
+}
