@@ -11,6 +11,7 @@
 //!    extraction on background threads (`MGSCOPE_FRAME_LOAD=1`). It reports eframe's frame
 //!    time (ui, tessellation, wgpu paint and present, without vsync waits) and the wall-clock
 //!    interval between frames under continuous repaint.
+//!
 //! Goals (issue 6): p95 ≤ 16.7 ms idle, ≤ 33 ms under load.
 
 use std::time::{Duration, Instant};
@@ -48,7 +49,11 @@ fn measure(h: &mut Harness<'_, MgApp>, frames: usize, render: bool) -> (f64, f64
         }
     }
     ms.sort_by(f64::total_cmp);
-    (percentile(&ms, 0.5), percentile(&ms, 0.95), percentile(&ms, 1.0))
+    (
+        percentile(&ms, 0.5),
+        percentile(&ms, 0.95),
+        percentile(&ms, 1.0),
+    )
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -118,7 +123,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             match text.lines().rev().find(|l| l.starts_with('{')) {
                 Some(l) => println!(
                     "real window, {}: {l}",
-                    if load { "training + extraction running" } else { "idle background" }
+                    if load {
+                        "training + extraction running"
+                    } else {
+                        "idle background"
+                    }
                 ),
                 None => println!(
                     "real window: no figures ({}): {}",

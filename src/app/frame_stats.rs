@@ -46,7 +46,8 @@ impl FrameStats {
             let Ok(cfg) = crate::train::TrainConfig::preset("posec3d-joint-tiny") else {
                 return;
             };
-            let out = std::env::temp_dir().join(format!("mgscope-frame-stats-{}", std::process::id()));
+            let out =
+                std::env::temp_dir().join(format!("mgscope-frame-stats-{}", std::process::id()));
             let mut opts = crate::train::RunOptions::new(&out);
             opts.stop = stop;
             opts.register_stream = false;
@@ -112,7 +113,10 @@ impl FrameStats {
             return false;
         }
         // The first frames after the load starts are its start-up, not its steady state.
-        if self.started.is_some_and(|t| t.elapsed().as_secs_f32() < 2.0) {
+        if self
+            .started
+            .is_some_and(|t| t.elapsed().as_secs_f32() < 2.0)
+        {
             return false;
         }
         if let Some(s) = cpu_usage {
@@ -132,7 +136,10 @@ impl FrameStats {
         let stats = |v: &[f32]| {
             let mut v = v.to_vec();
             v.sort_by(f32::total_cmp);
-            let q = |p: f64| v.get(((v.len().max(1) - 1) as f64 * p).round() as usize).copied();
+            let q = |p: f64| {
+                v.get(((v.len().max(1) - 1) as f64 * p).round() as usize)
+                    .copied()
+            };
             serde_json::json!({"p50_ms": q(0.5), "p95_ms": q(0.95), "max_ms": q(1.0)})
         };
         println!(
