@@ -15,6 +15,7 @@ use mgscope::dataset::import::{import, Format};
 use mgscope::dataset::Split;
 use mgscope::ensemble::fusion::Fusion;
 use mgscope::ensemble::metrics::evaluate;
+use mgscope::ensemble::search::{kfold, Control, Method, Objective};
 use mgscope::ensemble::stream::Stream;
 use mgscope::store::{Dataset, StoredStream};
 
@@ -212,6 +213,49 @@ fn moving_a_weight_slider_shows_the_engines_top1() {
         h.query_by_label_contains(&shown).is_some(),
         "the tab should read {shown:?}"
     );
+
+    // "Search weights" runs the engine's k-fold search as a job and shows what it says.
+    h.get_by_label("Search weights").click();
+    h.run_steps(2);
+    let t = Instant::now();
+    while h.query_by_label("Search weights").is_none()
+        || h.query_by_label_contains("searching").is_some()
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the search did not finish"
+        );
+        h.step();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    h.run_steps(2);
+    let engine = kfold(
+        &fusion,
+        5,
+        0,
+        &Method::Grid { step: 0.05 },
+        Objective::Top1,
+        &Control::quiet(),
+    );
+    let text = match &engine {
+        Ok(r) => format!(
+            "tuned top-1 {:.2} % on all labelled clips; 5-fold held-out {:.2} ± {:.2} %",
+            r.tuned.score * 100.0,
+            r.heldout_mean * 100.0,
+            r.heldout_stderr * 100.0
+        ),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        h.query_by_label_contains(&text).is_some(),
+        "the tab should read {text:?}"
+    );
+    if let Ok(r) = engine {
+        h.get_by_label("Apply the tuned weights").click();
+        h.run_steps(2);
+        assert_eq!(h.state().ensemble_weights(), &r.tuned.weights[..]);
+        assert_eq!(h.state().ensemble_top1(), Some(r.tuned.score));
+    }
 }
 
 #[test]

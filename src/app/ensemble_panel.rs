@@ -8,8 +8,12 @@ use egui_plot::{Bar, BarChart, Plot};
 use crate::dataset::{Split, Taxonomy};
 use crate::ensemble::fusion::Fusion;
 use crate::ensemble::metrics::{argmax, evaluate, Metrics};
+use crate::ensemble::search::{grid_size, kfold, Control, KFoldReport, Method, Objective};
 use crate::ensemble::stream::Stream;
 use crate::store::Dataset;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
 
 /// What a click on a confusion cell asks the browser to show.
 pub struct CellFilter {
@@ -18,8 +22,28 @@ pub struct CellFilter {
     pub clips: Vec<String>,
 }
 
+/// "Search weights" on a worker thread: the engine's k-fold search (tuned weights on all
+/// labelled clips and the held-out estimate that says how much of the gain is real).
+struct SearchJob {
+    done: Arc<AtomicU64>,
+    total: Arc<AtomicU64>,
+    cancel: Arc<AtomicBool>,
+    result: mpsc::Receiver<Result<KFoldReport, String>>,
+}
+
+impl Drop for SearchJob {
+    fn drop(&mut self) {
+        self.cancel.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Folds of the search's held-out estimate.
+const SEARCH_FOLDS: usize = 5;
+
 #[derive(Default)]
 pub struct EnsemblePanel {
+    search: Option<SearchJob>,
+    report: Option<Result<KFoldReport, String>>,
     fusion: Option<Fusion>,
     weights: Vec<f32>,
     metrics: Option<Metrics>,
@@ -69,6 +93,130 @@ impl EnsemblePanel {
             }
             Ok(None) => {}
             Err(e) => self.error = Some(e.to_string()),
+        }
+    }
+
+    /// The search the button runs: a 0.05 grid while it stays small, coordinate ascent with
+    /// restarts beyond (the CLI's `--search` offers both).
+    fn search_method(streams: usize) -> Method {
+        match grid_size(streams, 0.05) {
+            Ok(n) if n <= 2_000_000 => Method::Grid { step: 0.05 },
+            _ => Method::CoordinateAscent {
+                step: 0.05,
+                restarts: 8,
+                seed: 0,
+            },
+        }
+    }
+
+    fn start_search(&mut self, ctx: &egui::Context) {
+        let Some(f) = self.fusion.clone() else { return };
+        let (done, total) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let cancel = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = mpsc::channel();
+        let (d, t, c, cx) = (done.clone(), total.clone(), cancel.clone(), ctx.clone());
+        let spawned = std::thread::Builder::new()
+            .name("mgscope-search".into())
+            .spawn(move || {
+                let progress = |a: u64, b: u64| {
+                    d.store(a, Ordering::Relaxed);
+                    t.store(b, Ordering::Relaxed);
+                };
+                let ctl = Control {
+                    threads: 0,
+                    progress: &progress,
+                    cancel: &c,
+                };
+                let method = Self::search_method(f.n_streams());
+                let r = kfold(&f, SEARCH_FOLDS, 0, &method, Objective::Top1, &ctl)
+                    .map_err(|e| e.to_string());
+                let _ = tx.send(r);
+                cx.request_repaint();
+            });
+        match spawned {
+            Ok(_) => {
+                self.report = None;
+                self.search = Some(SearchJob {
+                    done,
+                    total,
+                    cancel,
+                    result: rx,
+                });
+            }
+            Err(e) => self.report = Some(Err(format!("no worker thread: {e}"))),
+        }
+    }
+
+    /// The search button, its progress and cancel, and the result with its k-fold estimate.
+    fn search_ui(&mut self, ui: &mut egui::Ui) {
+        if let Some(job) = &self.search {
+            if let Ok(r) = job.result.try_recv() {
+                let cancelled = job.cancel.load(Ordering::Relaxed);
+                self.search = None;
+                self.report = Some(if cancelled {
+                    Err("search cancelled".into())
+                } else {
+                    r
+                });
+            }
+        }
+        ui.horizontal(|ui| match &self.search {
+            Some(job) => {
+                let (d, t) = (
+                    job.done.load(Ordering::Relaxed),
+                    job.total.load(Ordering::Relaxed).max(1),
+                );
+                ui.add(
+                    egui::ProgressBar::new(d as f32 / t as f32)
+                        .desired_width(180.0)
+                        .text(format!("searching {d}/{t}")),
+                );
+                if ui.button("Cancel").clicked() {
+                    job.cancel.store(true, Ordering::Relaxed);
+                }
+                ui.ctx().request_repaint_after(std::time::Duration::from_millis(100));
+            }
+            None => {
+                if ui
+                    .button("Search weights")
+                    .on_hover_text(format!(
+                        "tune the weights for top-1 on these clips, with a {SEARCH_FOLDS}-fold held-out estimate"
+                    ))
+                    .clicked()
+                {
+                    self.start_search(ui.ctx());
+                }
+            }
+        });
+        let mut apply = None;
+        match &self.report {
+            Some(Ok(r)) => {
+                ui.label(format!(
+                    "tuned top-1 {:.2} % on all labelled clips; {}-fold held-out {:.2} ± {:.2} % \
+                     (uniform weights {:.2} %)",
+                    r.tuned.score * 100.0,
+                    r.k,
+                    r.heldout_mean * 100.0,
+                    r.heldout_stderr * 100.0,
+                    r.uniform_heldout_mean * 100.0
+                ));
+                if let Some(w) = &r.warning {
+                    ui.colored_label(egui::Color32::from_rgb(230, 170, 80), w);
+                }
+                if r.tuned.stream_names.len() == self.weights.len()
+                    && ui.button("Apply the tuned weights").clicked()
+                {
+                    apply = Some(r.tuned.weights.clone());
+                }
+            }
+            Some(Err(e)) => {
+                ui.colored_label(egui::Color32::from_rgb(230, 110, 90), e);
+            }
+            None => {}
+        }
+        if let Some(w) = apply {
+            self.weights = w;
+            self.recompute();
         }
     }
 
@@ -151,6 +299,7 @@ impl EnsemblePanel {
         if changed {
             self.recompute();
         }
+        self.search_ui(ui);
         let Some(m) = &self.metrics else { return None };
         let (b1, bm) = self.baseline.unwrap_or((m.top1, m.mean_class_accuracy));
         ui.strong(format!(
