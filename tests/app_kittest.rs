@@ -50,6 +50,14 @@ fn stream(
     }
 }
 
+fn val_samples(ds: &Dataset) -> Vec<mgscope::dataset::Sample> {
+    ds.samples()
+        .expect("samples")
+        .into_iter()
+        .filter(|s| s.split == Split::Val)
+        .collect()
+}
+
 fn demo_dataset(dir: &Path) -> PathBuf {
     let release = dir.join("release");
     mgscope::demo::write_demo(&mgscope::demo::DemoConfig::tiny(), &release, &|_, _| {})
@@ -57,12 +65,7 @@ fn demo_dataset(dir: &Path) -> PathBuf {
     let root = dir.join("ds");
     let mut ds = Dataset::open_or_create(&root, "imigue").expect("dataset");
     import(Format::Imigue, &release, &mut ds, &Default::default()).expect("import");
-    let val: Vec<_> = ds
-        .samples()
-        .expect("samples")
-        .into_iter()
-        .filter(|s| s.split == Split::Val)
-        .collect();
+    let val = val_samples(&ds);
     assert!(val.len() >= 4, "the tiny demo has {} val clips", val.len());
     let ids: Vec<String> = val.iter().map(|s| s.clip_id.clone()).collect();
     let labels: Vec<Option<u32>> = val.iter().map(|s| s.label).collect();
@@ -159,12 +162,7 @@ fn moving_a_weight_slider_shows_the_engines_top1() {
 
     // The engine's own figures for the weights the test sets.
     let ds = Dataset::open(&root).expect("open");
-    let val: Vec<_> = ds
-        .samples()
-        .expect("samples")
-        .into_iter()
-        .filter(|s| s.split == Split::Val)
-        .collect();
+    let val = val_samples(&ds);
     let streams = ds
         .stream_names()
         .expect("names")

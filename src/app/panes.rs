@@ -300,16 +300,21 @@ fn from_cache(job: &Job, m: Modality, shared: &Mutex<Shared>) -> bool {
             .ok()
             .and_then(|(shape, data)| {
                 let [t, h, w, 2] = shape[..] else { return None };
-                let mut g = lock(shared);
-                g.flow.max_len = data.chunks(h * w * 2).take(t).map(max_len).collect();
+                let fields: Vec<flow::FlowField> = data
+                    .chunks(h * w * 2)
+                    .take(t)
+                    .filter_map(|c| flow::FlowField::new(w, h, c.to_vec()).ok())
+                    .collect();
+                lock(shared).flow.max_len =
+                    fields.iter().map(flow::FlowField::max_magnitude).collect();
                 Some(
-                    data.chunks(h * w * 2)
-                        .take(t)
-                        .map(|c| {
+                    fields
+                        .into_iter()
+                        .map(|f| {
                             stamped(PaneImage::Flow {
                                 width: w as u32,
                                 height: h as u32,
-                                uv: c.to_vec(),
+                                uv: f.data,
                             })
                         })
                         .collect(),
@@ -342,13 +347,6 @@ fn from_cache(job: &Job, m: Modality, shared: &Mutex<Shared>) -> bool {
     t.state = TrackState::Done;
     t.source = "extraction cache";
     true
-}
-
-fn max_len(uv: &[f32]) -> f32 {
-    uv.chunks_exact(2)
-        .map(|p| (p[0] * p[0] + p[1] * p[1]).sqrt())
-        .filter(|v| v.is_finite())
-        .fold(0.0, f32::max)
 }
 
 /// Joint and limb volumes in frame coordinates (so they line up with the other panes), on a
@@ -503,7 +501,7 @@ fn flow_track(
         let next = flow::rgb_to_gray(&f.data, w, h).map_err(|e| e.to_string())?;
         let field = dis.calc(&prev, &next).map_err(|e| e.to_string())?;
         prev = next;
-        let len = max_len(&field.data);
+        let len = field.max_magnitude();
         let img = stamped(PaneImage::Flow {
             width: w as u32,
             height: h as u32,
