@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use mgscope::modality::npy::{read_npy_as, write_npy};
 use mgscope::nn::checkpoint::StateDict;
@@ -37,14 +37,20 @@ const CASES: &[(&str, &[&[usize]])] = &[
 ];
 
 const PY: &str = r#"
-import json, resource, sys, time
+import json, os, resource, sys, time
 import numpy as np
 import torch
 from mmaction.registry import MODELS
 from mmaction.utils import register_all_modules
 register_all_modules()
 arch, threads, reps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-inputs = [torch.from_numpy(np.load(p)) for p in sys.argv[4:]]
+dev = os.environ.get('MGSCOPE_BENCH_DEVICE', 'cpu')
+cuda = dev.startswith('cuda')
+# Strict f32 on both sides unless MGSCOPE_TF32=1 (then both use TF32 tensor cores).
+tf32 = os.environ.get('MGSCOPE_TF32') == '1'
+torch.backends.cuda.matmul.allow_tf32 = tf32
+torch.backends.cudnn.allow_tf32 = tf32
+inputs = [torch.from_numpy(np.load(p)).to(dev) for p in sys.argv[4:]]
 torch.set_num_threads(threads)
 def r3d(**kw):
     d = dict(type='ResNet3dSlowOnly', depth=50, pretrained=None, lateral=False,
@@ -75,19 +81,24 @@ elif arch == 'swin-t':
     cfg = dict(type='Recognizer3D', backbone=bb, cls_head=dict(type='I3DHead', in_channels=768, num_classes=32))
 else:
     raise SystemExit('unknown arch ' + arch)
-model = MODELS.build(cfg).eval()
+model = MODELS.build(cfg).to(dev).eval()
 def fwd():
     with torch.no_grad():
         if arch == 'rgbpose-conv3d':
             r, p = model.backbone(inputs[0], inputs[1])
-            return model.cls_head((r, p))
-        return model.cls_head(model.backbone(inputs[0]))
+            out = model.cls_head((r, p))
+        else:
+            out = model.cls_head(model.backbone(inputs[0]))
+    if cuda:
+        torch.cuda.synchronize()
+    return out
 fwd()
 ts = []
 for _ in range(reps):
     t = time.perf_counter(); fwd(); ts.append(time.perf_counter() - t)
-print(json.dumps({'median_s': float(np.median(ts)), 'min_s': float(min(ts)),
-                  'peak_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+peak = (torch.cuda.max_memory_reserved() / 2**20 if cuda
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+print(json.dumps({'median_s': float(np.median(ts)), 'min_s': float(min(ts)), 'peak_mib': peak}))
 "#;
 
 struct Args {
@@ -97,6 +108,7 @@ struct Args {
     python: Option<PathBuf>,
     child: Option<String>,
     inputs: Vec<PathBuf>,
+    device: String,
 }
 
 fn parse_args() -> Res<Args> {
@@ -112,6 +124,7 @@ fn parse_args() -> Res<Args> {
             }),
         child: None,
         inputs: Vec::new(),
+        device: "cpu".to_string(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -123,9 +136,10 @@ fn parse_args() -> Res<Args> {
             "--python" => a.python = Some(PathBuf::from(val()?)),
             "--child" => a.child = Some(val()?),
             "--input" => a.inputs.push(PathBuf::from(val()?)),
+            "--device" => a.device = val()?,
             "--bench" => {}
             "--help" | "-h" => {
-                println!("models [--threads T] [--reps N] [--arch A,B] [--python PY]");
+                println!("models [--threads T] [--reps N] [--arch A,B] [--python PY] [--device cuda:0]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other}").into()),
@@ -141,8 +155,11 @@ fn dirs_home() -> PathBuf {
 }
 
 /// One model in this process: build, warm up, time; prints JSON like the Python side.
-fn child(arch: &str, inputs: &[PathBuf], reps: usize) -> Res<()> {
-    let dev = Device::Cpu;
+fn child(arch: &str, inputs: &[PathBuf], reps: usize, device: &str) -> Res<()> {
+    let dev = mgscope::nn::models::parse_device(device)?;
+    if std::env::var("MGSCOPE_TF32").is_ok_and(|v| v == "1") {
+        candle_core::cuda::set_gemm_reduced_precision_f32(true);
+    }
     // Random weights from the model's own initialisers, then rebuilt from plain tensors:
     // a model built on `Var`s would record an autograd graph in every forward pass.
     let vm = VarMap::new();
@@ -167,10 +184,12 @@ fn child(arch: &str, inputs: &[PathBuf], reps: usize) -> Res<()> {
         })
         .collect::<Res<_>>()?;
     model.forward(&xs)?;
+    dev.synchronize()?;
     let mut ts = Vec::with_capacity(reps);
     for _ in 0..reps {
         let t = Instant::now();
         model.forward(&xs)?;
+        dev.synchronize()?;
         ts.push(t.elapsed().as_secs_f64());
     }
     ts.sort_by(f64::total_cmp);
@@ -201,14 +220,14 @@ fn write_inputs(dir: &Path, arch: &str, shapes: &[&[usize]]) -> Res<Vec<PathBuf>
 fn main() -> Res<()> {
     let a = parse_args()?;
     if let Some(arch) = &a.child {
-        return child(arch, &a.inputs, a.reps);
+        return child(arch, &a.inputs, a.reps, &a.device);
     }
     let dir = std::env::temp_dir().join(format!("mgscope-models-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let me = std::env::current_exe()?;
     println!(
-        "CPU forward per view, {} thread(s), median of {} after a warm-up; ratio = candle / PyTorch",
-        a.threads, a.reps
+        "forward per view on {}, {} thread(s), median of {} after a warm-up; ratio = candle / PyTorch",
+        a.device, a.threads, a.reps
     );
     println!(
         "{:<18} {:>28} {:>10} {:>10} {:>7} {:>11} {:>11}",
@@ -222,6 +241,8 @@ fn main() -> Res<()> {
             arch,
             "--reps",
             &a.reps.to_string(),
+            "--device",
+            &a.device,
         ]);
         for p in &inputs {
             cmd.arg("--input").arg(p);
@@ -232,6 +253,7 @@ fn main() -> Res<()> {
                 let mut c = Command::new(py);
                 c.env("OMP_NUM_THREADS", a.threads.to_string())
                     .env("MKL_NUM_THREADS", a.threads.to_string())
+                    .env("MGSCOPE_BENCH_DEVICE", &a.device)
                     .args(["-W", "ignore", "-c", PY, arch])
                     .arg(a.threads.to_string())
                     .arg(a.reps.to_string())

@@ -6,13 +6,16 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::{Subcommand, ValueEnum};
 
+#[cfg(feature = "video")]
 use mgscope::media::decode::VideoReader;
 use mgscope::modality::heatmap::{self, HeatmapKind, HeatmapParams, PoseArrays};
 use mgscope::modality::npy::{read_npy_as, write_npy};
+#[cfg(feature = "video")]
 use mgscope::modality::{depth, flow, flow_vis, taylor};
 
 #[derive(Subcommand)]
 pub enum Probe {
+    #[cfg(feature = "video")]
     /// Decode exactly one frame (by presentation-order index) and write it.
     Decode {
         video: PathBuf,
@@ -53,6 +56,7 @@ pub enum Probe {
         #[arg(long)]
         out: PathBuf,
     },
+    #[cfg(feature = "video")]
     /// Taylor video of a clip: [T', H, W, 3] uint8.
     Taylor {
         video: PathBuf,
@@ -69,6 +73,7 @@ pub enum Probe {
         #[arg(long)]
         out: PathBuf,
     },
+    #[cfg(feature = "video")]
     /// Dense optical flow (DIS) between two frames: [H, W, 2] float32, pixels.
     Flow {
         video: PathBuf,
@@ -83,6 +88,7 @@ pub enum Probe {
         #[arg(long)]
         png: Option<PathBuf>,
     },
+    #[cfg(feature = "video")]
     /// Depth of one frame with Depth Anything V2 weights: [H, W] float32.
     Depth {
         video: PathBuf,
@@ -141,12 +147,14 @@ pub enum Kind {
     Limb,
 }
 
+#[cfg(feature = "video")]
 #[derive(Clone, Copy, ValueEnum)]
 pub enum Norm {
     Frame,
     Channel,
 }
 
+#[cfg(feature = "video")]
 #[derive(Clone, Copy, ValueEnum)]
 pub enum FlowPreset {
     Ultrafast,
@@ -166,6 +174,7 @@ fn parse_pair(s: &str) -> Result<(usize, usize), String> {
     Ok((p(a)?, p(b)?))
 }
 
+#[cfg(feature = "video")]
 fn frames(
     video: &Path,
     start: usize,
@@ -192,6 +201,7 @@ fn frames(
 
 pub fn run(p: Probe) -> Result<()> {
     match p {
+        #[cfg(feature = "video")]
         Probe::Decode { video, frame, out } => {
             let mut r = VideoReader::open(&video)?;
             let f = r.frame(frame)?;
@@ -284,6 +294,7 @@ pub fn run(p: Probe) -> Result<()> {
                 out.display()
             );
         }
+        #[cfg(feature = "video")]
         Probe::Taylor {
             video,
             start,
@@ -309,6 +320,7 @@ pub fn run(p: Probe) -> Result<()> {
                 out.display()
             );
         }
+        #[cfg(feature = "video")]
         Probe::Flow {
             video,
             frames: (a, b),
@@ -350,6 +362,7 @@ pub fn run(p: Probe) -> Result<()> {
                 out.display()
             );
         }
+        #[cfg(feature = "video")]
         Probe::Depth {
             video,
             frame,

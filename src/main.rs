@@ -15,7 +15,6 @@ use mgscope::util::default_author;
 
 mod cli_ensemble;
 mod cli_predict;
-#[cfg(feature = "video")]
 mod cli_probe;
 mod cli_train;
 
@@ -134,6 +133,25 @@ enum Command {
     },
     /// Fuse score streams, evaluate, search weights, rank confusing samples, write a submission.
     Ensemble(Box<cli_ensemble::EnsembleArgs>),
+    /// Per-channel mean and std (0–255) of a split's frames, for the RGB normalisation
+    /// MM-Gesture computes from its own dataset; also written to DATASET/stats/.
+    #[cfg(feature = "video")]
+    Stats {
+        dataset: PathBuf,
+        #[arg(long, value_parser = parse_split, default_value = "train")]
+        split: Split,
+        /// rgb (the source video), or an extracted mp4 modality: taylor, flow, depth.
+        #[arg(long, default_value = "rgb")]
+        modality: String,
+        /// Every N-th frame of each clip.
+        #[arg(long, default_value_t = 1)]
+        stride: usize,
+        /// Clips decoded in parallel.
+        #[arg(long, default_value_t = 2)]
+        jobs: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// Extract derived modalities for a dataset into DATASET/cache (resumable, shardable).
     #[cfg(feature = "video")]
     Extract {
@@ -164,7 +182,6 @@ enum Command {
     /// Train PoseC3D on a dataset (pyskl configs as presets); resumable runs in a folder.
     Train(Box<cli_train::TrainArgs>),
     /// Low-level checks on single files.
-    #[cfg(feature = "video")]
     Probe {
         #[command(subcommand)]
         what: cli_probe::Probe,
@@ -453,6 +470,68 @@ fn run(cli: Cli) -> Result<()> {
         Command::Predict(args) => cli_predict::run(*args)?,
         Command::Train(args) => cli_train::run(*args)?,
         #[cfg(feature = "video")]
+        Command::Stats {
+            dataset,
+            split,
+            modality,
+            stride,
+            jobs,
+            json,
+        } => {
+            use mgscope::extract::Modality;
+            use mgscope::stats::Source;
+            let source = match modality.as_str() {
+                "rgb" => Source::Rgb,
+                "taylor" => Source::Extracted(Modality::Taylor),
+                "flow" => Source::Extracted(Modality::Flow),
+                "depth" => Source::Extracted(Modality::Depth),
+                other => anyhow::bail!(
+                    "--modality {other:?}: expected rgb, taylor, flow or depth (videos; joint/limb heatmaps are not normalised)"
+                ),
+            };
+            let ds = Dataset::open(&dataset)?;
+            let opts = mgscope::stats::Options {
+                source,
+                split: Some(split),
+                stride,
+                jobs,
+            };
+            let progress = |done: usize, total: usize| {
+                if !json {
+                    eprint!("\rstats: {done}/{total} clips   ");
+                    if done == total {
+                        eprintln!();
+                    }
+                }
+            };
+            let cancel = std::sync::atomic::AtomicBool::new(false);
+            let st = mgscope::stats::channel_stats(&ds, &opts, &progress, &cancel)?;
+            let text = serde_json::to_string_pretty(&st)?;
+            let dir = dataset.join("stats");
+            let file = dir.join(format!("{}_{}.json", st.source, st.split));
+            std::fs::create_dir_all(&dir)
+                .and_then(|_| std::fs::write(&file, &text))
+                .with_context(|| format!("writing {}", file.display()))?;
+            if json {
+                println!("{text}");
+            } else {
+                let f = |v: [f64; 3]| format!("[{:.3}, {:.3}, {:.3}]", v[0], v[1], v[2]);
+                println!(
+                    "{} {} ({} clips, {} frames, stride {stride}): mean = {}, std = {} (0–255, R G B)",
+                    st.source,
+                    st.split,
+                    st.clips,
+                    st.frames,
+                    f(st.mean),
+                    f(st.std)
+                );
+                for (clip, why) in &st.failed {
+                    println!("  left out {clip}: {why}");
+                }
+                println!("written to {}", file.display());
+            }
+        }
+        #[cfg(feature = "video")]
         Command::Extract {
             dataset,
             modality,
@@ -509,7 +588,6 @@ fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
-        #[cfg(feature = "video")]
         Command::Probe { what } => cli_probe::run(what)?,
         #[cfg(feature = "gui")]
         Command::Gui {

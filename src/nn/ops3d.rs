@@ -2,14 +2,19 @@
 //! (candle has no conv3d). Layout `[N, C, T, H, W]`, as PyTorch's `nn.Conv3d` /
 //! `nn.MaxPool3d` (which `mmaction/models/backbones/resnet3d.py` and pyskl use).
 //!
-//! conv3d: for each temporal tap k the frames `t·st + k·dt` (after zero padding in time) go
-//! through a batched conv2d with the kernel's k-th slice, and the taps are summed.
+//! conv3d: on the CPU one custom op (im2col + gemm, `ops3d/cpu.rs`); on CUDA, for each
+//! temporal tap k the frames `t·st + k·dt` (after zero padding in time) go through one batched
+//! conv2d with the kernel's k-th slice, and the taps are summed; elsewhere im2col from tensor
+//! ops.
 //!
 //! conv_transpose3d_temporal: `nn.ConvTranspose3d` with a `kT×1×1` kernel (RGBPoseConv3D's
 //! rgb→pose lateral), as one channel matmul for all taps followed by a strided shift-and-add.
 
+use std::cell::Cell;
+
 use candle_core::{DType, Result, Tensor, D};
 
+mod conv2d_path;
 mod cpu;
 mod norm;
 mod pool;
@@ -64,6 +69,17 @@ const COLS_BUDGET: usize = 1 << 22;
 /// other devices and f64 compose candle ops as below.
 pub fn conv3d(x: &Tensor, kernel: &Tensor, cfg: &Conv3dConfig) -> Result<Tensor> {
     let half = |d: DType| matches!(d, DType::F16 | DType::BF16);
+    if let Some(dt) = autocast_dtype() {
+        if !x.device().is_cpu() && x.dtype() == DType::F32 && kernel.dtype() == DType::F32 {
+            // Mixed precision: the convolution's products in half precision, everything
+            // around it (batch-norm statistics, residual sums, the loss) in f32, as
+            // `torch.autocast` does for conv layers.
+            return conv3d(&x.to_dtype(dt)?, &kernel.to_dtype(dt)?, cfg)?.to_dtype(DType::F32);
+        }
+    }
+    if x.device().is_cuda() && cuda_conv3d_mode() != CudaConv3d::Im2col {
+        return conv3d_by_conv2d(x, kernel, cfg);
+    }
     match (x.device().is_cpu(), x.dtype(), kernel.dtype()) {
         (true, DType::F32, DType::F32) => conv3d_op(x, kernel, cfg, COLS_BUDGET),
         (true, a, b) if a == b && half(a) => conv3d_op(
@@ -74,6 +90,63 @@ pub fn conv3d(x: &Tensor, kernel: &Tensor, cfg: &Conv3dConfig) -> Result<Tensor>
         )?
         .to_dtype(a),
         _ => conv3d_tensor_ops(x, kernel, cfg, COLS_BUDGET),
+    }
+}
+
+thread_local! {
+    static AUTOCAST: Cell<Option<DType>> = const { Cell::new(None) };
+}
+
+/// Mixed precision for the convolutions run on this thread while the guard lives: f32
+/// inputs on a GPU are convolved in `dtype` (bf16 or f16) and the result is returned in f32.
+/// The CPU is unaffected (its conv op is f32 throughout).
+pub struct Autocast {
+    prev: Option<DType>,
+}
+
+pub fn autocast(dtype: Option<DType>) -> Autocast {
+    let prev = AUTOCAST.with(|c| c.replace(dtype));
+    Autocast { prev }
+}
+
+impl Drop for Autocast {
+    fn drop(&mut self) {
+        AUTOCAST.with(|c| c.set(self.prev));
+    }
+}
+
+fn autocast_dtype() -> Option<DType> {
+    AUTOCAST.with(Cell::get)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CudaConv3d {
+    /// Per-tap conv2d with the gemm-based backward (the default).
+    Conv2d,
+    /// Per-tap conv2d with candle's conv2d backward.
+    Conv2dAutograd,
+    /// The tensor-op im2col path.
+    Im2col,
+}
+
+/// `MGSCOPE_CONV3D=im2col|conv2d-autograd` picks another CUDA conv3d path, for A/B timing.
+fn cuda_conv3d_mode() -> CudaConv3d {
+    static MODE: std::sync::OnceLock<CudaConv3d> = std::sync::OnceLock::new();
+    *MODE.get_or_init(|| match std::env::var("MGSCOPE_CONV3D").as_deref() {
+        Ok("im2col") => CudaConv3d::Im2col,
+        Ok("conv2d-autograd") => CudaConv3d::Conv2dAutograd,
+        _ => CudaConv3d::Conv2d,
+    })
+}
+
+/// conv3d as `kt` batched conv2d calls (one per temporal tap) whose outputs are summed, with
+/// a gemm-based backward (`ops3d/conv2d_path.rs`); geometries conv2d cannot express go through
+/// the tensor-op path.
+fn conv3d_by_conv2d(x: &Tensor, kernel: &Tensor, cfg: &Conv3dConfig) -> Result<Tensor> {
+    let autograd = cuda_conv3d_mode() == CudaConv3d::Conv2dAutograd;
+    match conv2d_path::conv3d(x, kernel, cfg, autograd)? {
+        Some(y) => Ok(y),
+        None => conv3d_tensor_ops(x, kernel, cfg, COLS_BUDGET),
     }
 }
 
@@ -513,18 +586,20 @@ mod tests {
             let x = Tensor::from_vec(xv.clone(), (n, c, t, h, w), &dev).expect("x");
             let k = Tensor::from_vec(kv.clone(), (o, c, kt, kh, kw), &dev).expect("k");
             let (want, shape) = naive_conv3d(&xv, xd, &kv, (o, kt, kh, kw), &cfg);
-            // Whole, and in chunks of one output frame (a tiny im2col budget).
-            // Both implementations: the custom op and the tensor-op path.
+            // Whole, and in chunks of one output frame (a tiny im2col budget). All three
+            // implementations: the custom op, the tensor-op path, and the per-tap conv2d
+            // path CUDA takes (run here on candle's CPU conv2d).
             for (budget, op) in [
-                (COLS_BUDGET, true),
-                (1, true),
-                (COLS_BUDGET, false),
-                (1, false),
+                (COLS_BUDGET, 0),
+                (1, 0),
+                (COLS_BUDGET, 1),
+                (1, 1),
+                (COLS_BUDGET, 2),
             ] {
-                let y = if op {
-                    conv3d_op(&x, &k, &cfg, budget)
-                } else {
-                    conv3d_tensor_ops(&x, &k, &cfg, budget)
+                let y = match op {
+                    0 => conv3d_op(&x, &k, &cfg, budget),
+                    1 => conv3d_tensor_ops(&x, &k, &cfg, budget),
+                    _ => conv3d_by_conv2d(&x, &k, &cfg),
                 }
                 .expect("conv3d");
                 assert_eq!(y.dims(), shape, "{cfg:?}");
@@ -713,6 +788,16 @@ mod tests {
                 (3, 2, 2, 3),
                 cfg3((1, 2, 1), (0, 1, 3), (2, 1, 2)),
             ),
+            (
+                (2, 2, 5, 6, 7),
+                (3, 3, 3, 3),
+                cfg3((2, 1, 1), (1, 1, 2), (1, 1, 1)),
+            ),
+            (
+                (1, 3, 6, 9, 9),
+                (2, 3, 3, 3),
+                cfg3((2, 2, 2), (1, 1, 1), (1, 1, 1)),
+            ),
         ];
         for (xd, (o, kt, kh, kw), cfg) in cases {
             let (n, c, t, h, w) = xd;
@@ -723,6 +808,22 @@ mod tests {
             for budget in [COLS_BUDGET, 1] {
                 let got = grads_of(&|x, k| conv3d_op(x, k, &cfg, budget), &x, &k);
                 let name = format!("{cfg:?} budget {budget}");
+                assert_close(&format!("y {name}"), &got.0, &want.0, 1e-5);
+                assert_close(&format!("gx {name}"), &got.1, &want.1, 1e-5);
+                assert_close(&format!("gk {name}"), &got.2, &want.2, 1e-5);
+            }
+            // The CUDA path: per-tap conv2d with its hand-written backward, and with candle's
+            // conv2d backward, checked here on candle's CPU conv2d.
+            for autograd in [false, true] {
+                let got = grads_of(
+                    &|x, k| match conv2d_path::conv3d(x, k, &cfg, autograd)? {
+                        Some(y) => Ok(y),
+                        None => conv3d_tensor_ops(x, k, &cfg, COLS_BUDGET),
+                    },
+                    &x,
+                    &k,
+                );
+                let name = format!("{cfg:?} per-tap conv2d (candle backward: {autograd})");
                 assert_close(&format!("y {name}"), &got.0, &want.0, 1e-5);
                 assert_close(&format!("gx {name}"), &got.1, &want.1, 1e-5);
                 assert_close(&format!("gk {name}"), &got.2, &want.2, 1e-5);

@@ -112,6 +112,11 @@ pub struct RunConfig {
     /// (default: `train:<run folder name>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<String>,
+    /// Mixed precision on a GPU: `"bf16"` runs the convolutions in bfloat16 (f32 master
+    /// weights, batch-norm and loss). No effect on the CPU. f16 is not offered: it needs loss
+    /// scaling, which bf16's f32-sized exponent makes unnecessary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amp: Option<String>,
 }
 
 /// Preset names with one line each.
@@ -180,6 +185,7 @@ impl TrainConfig {
                 seed: 0,
                 val_every: 1,
                 stream: None,
+                amp: None,
             },
         };
         let limb = |mut c: TrainConfig| {
@@ -273,7 +279,7 @@ impl TrainConfig {
         let d = &self.data;
         let m = &self.model;
         let o = &self.optim;
-        let checks: [(bool, String); 12] = [
+        let checks: [(bool, String); 13] = [
             (m.base_channels > 0, "model.base_channels must be > 0".into()),
             (
                 m.stage_blocks.len() == 3 && m.stage_blocks.iter().all(|&b| b > 0),
@@ -313,11 +319,23 @@ impl TrainConfig {
                 o.grad_clip.is_none_or(|c| c > 0.0),
                 "optim.grad_clip must be > 0 (leave it out for no clipping)".into(),
             ),
+            (
+                matches!(self.run.amp.as_deref(), None | Some("bf16" | "off")),
+                format!(
+                    "run.amp {:?}: expected \"bf16\" or \"off\" (f16 would need loss scaling)",
+                    self.run.amp.as_deref().unwrap_or_default()
+                ),
+            ),
         ];
         match checks.into_iter().find(|(ok, _)| !ok) {
             Some((_, msg)) => Err(msg),
             None => Ok(()),
         }
+    }
+
+    /// The dtype the convolutions run in under `run.amp` (none: f32).
+    pub fn amp_dtype(&self) -> Option<candle_core::DType> {
+        (self.run.amp.as_deref() == Some("bf16")).then_some(candle_core::DType::BF16)
     }
 
     pub fn skeleton(&self) -> Result<Skeleton> {
@@ -398,5 +416,18 @@ mod tests {
         assert!(e.contains("label_smoothing"), "{e}");
         let e = TrainConfig::from_toml("preset = \"nope\"\n", None).expect_err("preset");
         assert!(e.contains("nope"), "{e}");
+        let e = TrainConfig::from_toml("[run]\namp = \"f16\"\n", Some("posec3d-joint-tiny"))
+            .expect_err("amp");
+        assert!(e.contains("run.amp") && e.contains("f16"), "{e}");
+    }
+
+    #[test]
+    fn amp_selects_bf16_convolutions() {
+        let c = TrainConfig::from_toml("[run]\namp = \"bf16\"\n", Some("posec3d-joint-tiny"))
+            .expect("parse");
+        assert_eq!(c.amp_dtype(), Some(candle_core::DType::BF16));
+        let c = TrainConfig::from_toml("", Some("posec3d-joint-tiny")).expect("parse");
+        assert_eq!(c.amp_dtype(), None);
+        assert!(!c.to_toml().expect("toml").contains("amp"));
     }
 }

@@ -67,20 +67,23 @@ impl Sgd {
         max_norm: Option<f64>,
     ) -> Result<StepInfo> {
         let mut with_grad = Vec::with_capacity(params.len());
-        let mut sq = 0f64;
+        let mut squares = Vec::with_capacity(params.len());
         for (k, p) in params {
             if let Some(g) = grads.get(p.as_tensor()) {
                 let g = g.detach();
-                sq += f64::from(
-                    g.to_dtype(DType::F32)?
-                        .sqr()?
-                        .sum_all()?
-                        .to_scalar::<f32>()?,
-                );
+                squares.push(g.to_dtype(DType::F64)?.sqr()?.sum_all()?);
                 with_grad.push((k, p, g));
             }
         }
-        let grad_norm = sq.sqrt();
+        // One read of the norm, not one per parameter: on a GPU each read is a sync.
+        let grad_norm = if squares.is_empty() {
+            0.0
+        } else {
+            Tensor::stack(&squares, 0)?
+                .sum_all()?
+                .to_scalar::<f64>()?
+                .sqrt()
+        };
         // clip_grad_norm_: coef = max_norm / (norm + 1e-6), applied only when below 1.
         let scale = max_norm
             .map(|m| m / (grad_norm + 1e-6))

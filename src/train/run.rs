@@ -285,6 +285,7 @@ pub fn train(dataset: &Path, cfg: Option<&TrainConfig>, opts: &RunOptions) -> Re
     let mut finished = iter >= total;
     let train_items = Arc::new(train.items);
     let val_items = Arc::new(val.items);
+    let _autocast = crate::nn::ops3d::autocast(cfg.amp_dtype());
     while iter < total {
         let epoch = iter / ipe;
         let order = Arc::new(epoch_order(
