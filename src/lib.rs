@@ -20,6 +20,8 @@ pub mod util;
 pub mod extract;
 #[cfg(feature = "video")]
 pub mod media;
+#[cfg(feature = "video")]
+pub mod stats;
 
 #[cfg(feature = "gui")]
 pub mod app;
