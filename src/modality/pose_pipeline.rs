@@ -258,6 +258,51 @@ impl SamplingRng for NumpyRandomState {
     }
 }
 
+/// mmaction2 `RandomResizedCrop.get_crop_bbox` (`mmaction/datasets/transforms/processing.py`):
+/// ten (log-uniform aspect, uniform area) draws, all made before any is tried; the first that
+/// fits places a box at a uniform offset, else the centred square. `[left, top, right,
+/// bottom)` of an `h × w` image. Shared by the pose and the video pipelines.
+pub fn random_resized_crop_box<R: SamplingRng + ?Sized>(
+    h: i64,
+    w: i64,
+    area_range: (f64, f64),
+    aspect_ratio_range: (f64, f64),
+    rng: &mut R,
+) -> Result<[i64; 4]> {
+    let (a0, a1) = area_range;
+    let (r0, r1) = aspect_ratio_range;
+    if !(0.0 < a0 && a0 <= a1 && a1 <= 1.0) {
+        return Err(ModalityError::param("area_range", format!("({a0}, {a1})")));
+    }
+    if !(0.0 < r0 && r0 <= r1) {
+        return Err(ModalityError::param(
+            "aspect_ratio_range",
+            format!("({r0}, {r1})"),
+        ));
+    }
+    const ATTEMPTS: usize = 10;
+    let area = (h * w) as f64;
+    let (l0, l1) = (r0.ln(), r1.ln());
+    let ratios: Vec<f64> = (0..ATTEMPTS)
+        .map(|_| (l0 + (l1 - l0) * rng.uniform01()).exp())
+        .collect();
+    let areas: Vec<f64> = (0..ATTEMPTS)
+        .map(|_| (a0 + (a1 - a0) * rng.uniform01()) * area)
+        .collect();
+    for (ar, ta) in ratios.iter().zip(&areas) {
+        let cw = (ta * ar).sqrt().round_ties_even() as i64;
+        let ch = (ta / ar).sqrt().round_ties_even() as i64;
+        if ch <= h && cw <= w {
+            let x = rng.randint(0, w - cw + 1);
+            let y = rng.randint(0, h - ch + 1);
+            return Ok([x, y, x + cw, y + ch]);
+        }
+    }
+    let s = h.min(w);
+    let (x, y) = ((w - s).div_euclid(2), (h - s).div_euclid(2));
+    Ok([x, y, x + s, y + s])
+}
+
 // ---------------------------------------------------------------------------------------------
 // UniformSampleFrames
 // ---------------------------------------------------------------------------------------------
@@ -640,43 +685,8 @@ impl PoseSample {
         aspect_ratio_range: (f64, f64),
         rng: &mut R,
     ) -> Result<[i64; 4]> {
-        let (a0, a1) = area_range;
-        let (r0, r1) = aspect_ratio_range;
-        if !(0.0 < a0 && a0 <= a1 && a1 <= 1.0) {
-            return Err(ModalityError::param("area_range", format!("({a0}, {a1})")));
-        }
-        if !(0.0 < r0 && r0 <= r1) {
-            return Err(ModalityError::param(
-                "aspect_ratio_range",
-                format!("({r0}, {r1})"),
-            ));
-        }
-        const ATTEMPTS: usize = 10;
         let (h, w) = (self.img_shape.0 as i64, self.img_shape.1 as i64);
-        let area = (h * w) as f64;
-        let (l0, l1) = (r0.ln(), r1.ln());
-        let ratios: Vec<f64> = (0..ATTEMPTS)
-            .map(|_| (l0 + (l1 - l0) * rng.uniform01()).exp())
-            .collect();
-        let areas: Vec<f64> = (0..ATTEMPTS)
-            .map(|_| (a0 + (a1 - a0) * rng.uniform01()) * area)
-            .collect();
-        let mut bbox = None;
-        for (ar, ta) in ratios.iter().zip(&areas) {
-            let cw = (ta * ar).sqrt().round_ties_even() as i64;
-            let ch = (ta / ar).sqrt().round_ties_even() as i64;
-            if ch <= h && cw <= w {
-                let x = rng.randint(0, w - cw + 1);
-                let y = rng.randint(0, h - ch + 1);
-                bbox = Some([x, y, x + cw, y + ch]);
-                break;
-            }
-        }
-        let [l, t, r, b] = bbox.unwrap_or_else(|| {
-            let s = h.min(w);
-            let (x, y) = ((w - s).div_euclid(2), (h - s).div_euclid(2));
-            [x, y, x + s, y + s]
-        });
+        let [l, t, r, b] = random_resized_crop_box(h, w, area_range, aspect_ratio_range, rng)?;
         self.crop(l, t, r, b)?;
         Ok([l, t, r, b])
     }

@@ -11,8 +11,12 @@
 //! `Module::forward` is inference (fused LayerNorm / softmax kernels, no dropout or drop-path);
 //! [`VideoSwin::forward_t`] with `train = true` uses the composed, differentiable forms instead.
 
+use std::sync::{Arc, Mutex};
+
 use candle_core::{Device, Module, Result, Tensor, D};
 use candle_nn::{linear_b, linear_no_bias, Linear, VarBuilder};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
 use super::ops3d::Triple;
 
@@ -113,16 +117,46 @@ fn softmax_t(x: &Tensor, train: bool) -> Result<Tensor> {
     }
 }
 
+/// The one generator behind every drop-path and dropout mask of a model, so that training
+/// draws are a function of the seed the trainer sets per iteration (an exact resume) rather
+/// than of a process-wide generator.
+#[derive(Clone)]
+pub struct MaskRng(Arc<Mutex<ChaCha8Rng>>);
+
+impl MaskRng {
+    fn new() -> Self {
+        MaskRng(Arc::new(Mutex::new(ChaCha8Rng::seed_from_u64(0))))
+    }
+
+    pub fn reseed(&self, seed: u64) -> Result<()> {
+        *self.lock()? = ChaCha8Rng::seed_from_u64(seed);
+        Ok(())
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, ChaCha8Rng>> {
+        self.0
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("swin: mask generator poisoned".into()))
+    }
+
+    /// `n` values: 0 with probability `p`, else 1/(1−p).
+    fn mask(&self, n: usize, p: f64) -> Result<Vec<f32>> {
+        let keep = (1.0 / (1.0 - p)) as f32;
+        let mut rng = self.lock()?;
+        Ok((0..n)
+            .map(|_| if rng.random::<f64>() < p { 0.0 } else { keep })
+            .collect())
+    }
+}
+
 /// `DropPath` on `[B, L, C]`: whole samples are dropped and the rest scaled by 1/(1−p).
-fn drop_path(x: &Tensor, p: f64, train: bool) -> Result<Tensor> {
+fn drop_path(x: &Tensor, p: f64, train: bool, rng: &MaskRng) -> Result<Tensor> {
     if !train || p <= 0.0 {
         return Ok(x.clone());
     }
     let b = x.dim(0)?;
-    let keep = Tensor::rand(0f32, 1f32, (b, 1, 1), x.device())?
-        .ge(p)?
-        .to_dtype(x.dtype())?;
-    x.broadcast_mul(&(keep / (1.0 - p))?)
+    let keep = Tensor::from_vec(rng.mask(b, p)?, (b, 1, 1), x.device())?.to_dtype(x.dtype())?;
+    x.broadcast_mul(&keep)
 }
 
 /// `get_window_size`: an axis no longer than its window gets a window of its own length and
@@ -405,6 +439,7 @@ struct SwinBlock3D {
     fc2: Linear,
     shifted: bool,
     drop_path: f64,
+    rng: MaskRng,
 }
 
 impl SwinBlock3D {
@@ -413,10 +448,10 @@ impl SwinBlock3D {
         let h = plan.partition(&self.norm1.forward_t(x, train)?)?;
         let h = self.attn.forward_t(&h, plan.mask.as_ref(), train)?;
         let h = plan.reverse(&h, b)?;
-        let x = (x + drop_path(&h, self.drop_path, train)?)?;
+        let x = (x + drop_path(&h, self.drop_path, train, &self.rng)?)?;
         let h = self.norm2.forward_t(&x, train)?.reshape((b * l, c))?;
         let h = self.fc2.forward(&self.fc1.forward(&h)?.gelu_erf()?)?;
-        x + drop_path(&h.reshape((b, l, c))?, self.drop_path, train)?
+        x + drop_path(&h.reshape((b, l, c))?, self.drop_path, train, &self.rng)?
     }
 }
 
@@ -552,6 +587,8 @@ pub struct SwinTransformer3D {
     patch_embed: PatchEmbed3D,
     layers: Vec<BasicLayer>,
     norm: Norm,
+    /// Drop-path masks of every block.
+    pub rng: MaskRng,
 }
 
 impl SwinTransformer3D {
@@ -579,6 +616,7 @@ impl SwinTransformer3D {
             cfg.window_size.2 / 2,
         );
         let n_stages = cfg.depths.len();
+        let mask_rng = MaskRng::new();
         let mut layers = Vec::with_capacity(n_stages);
         let mut dim = cfg.embed_dim;
         let mut block_no = 0;
@@ -607,6 +645,7 @@ impl SwinTransformer3D {
                     fc2: linear_b(hidden, dim, true, vbk.pp("mlp").pp("fc2"))?,
                     shifted: j % 2 == 1 && half != (0, 0, 0),
                     drop_path: rate(block_no),
+                    rng: mask_rng.clone(),
                 });
                 block_no += 1;
             }
@@ -633,6 +672,7 @@ impl SwinTransformer3D {
             patch_embed,
             layers,
             norm,
+            rng: mask_rng,
         })
     }
 
@@ -666,7 +706,8 @@ impl Module for SwinTransformer3D {
 /// `I3DHead` (spatial_type 'avg', dropout 0.5): global average, dropout, `fc_cls`.
 pub struct I3DHead {
     fc_cls: Linear,
-    dropout: f32,
+    pub dropout: f64,
+    rng: MaskRng,
 }
 
 impl I3DHead {
@@ -674,13 +715,20 @@ impl I3DHead {
         Ok(I3DHead {
             fc_cls: linear_b(in_channels, num_classes, true, vb.pp("fc_cls"))?,
             dropout: 0.5,
+            rng: MaskRng::new(),
         })
     }
 
     /// Pooled features `[B, C]` → logits `[B, classes]`.
     pub fn forward_t(&self, pooled: &Tensor, train: bool) -> Result<Tensor> {
-        let x = if train {
-            candle_nn::ops::dropout(pooled, self.dropout)?
+        let x = if train && self.dropout > 0.0 {
+            let mask = Tensor::from_vec(
+                self.rng.mask(pooled.elem_count(), self.dropout)?,
+                pooled.dims(),
+                pooled.device(),
+            )?
+            .to_dtype(pooled.dtype())?;
+            (pooled * mask)?
         } else {
             pooled.clone()
         };
@@ -701,6 +749,12 @@ impl VideoSwin {
             backbone: SwinTransformer3D::new(cfg, vb.pp("backbone"))?,
             head: I3DHead::new(cfg.num_features(), cfg.num_classes, vb.pp("cls_head"))?,
         })
+    }
+
+    /// Restarts the drop-path and dropout generators (the trainer does, every iteration).
+    pub fn set_dropout_seed(&self, seed: u64) -> Result<()> {
+        self.backbone.rng.reseed(seed)?;
+        self.head.rng.reseed(seed ^ 0x9e37_79b9_7f4a_7c15)
     }
 
     /// `[B, Cin, T, H, W] → [B, classes]` logits (see [`SwinTransformer3D::forward_t`]).
