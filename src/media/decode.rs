@@ -216,6 +216,8 @@ pub struct VideoReader {
     stream_index: usize,
     index: FrameIndex,
     scaler: Option<(scaling::Context, format::Pixel, u32, u32)>,
+    /// The parallel converter for the current frame geometry, when the format allows bands.
+    bands: Option<BandConverter>,
     /// Index of the last frame returned when the decoder is positioned right after it.
     cursor: Option<usize>,
     /// Frames decoded but not yet asked for (the decoder can hand out several per packet).
@@ -258,6 +260,7 @@ impl VideoReader {
             stream_index,
             index,
             scaler: None,
+            bands: None,
             cursor: None,
             pending: Default::default(),
             eof_sent: false,
@@ -429,6 +432,26 @@ impl VideoReader {
 
     fn convert_rgb(&mut self, f: &frame::Video, index: usize) -> Result<RgbFrame> {
         let (w, h, fmt) = (f.width(), f.height(), f.format());
+        let fits = |b: &BandConverter| b.fmt == fmt && b.w == w && b.h == h;
+        if !self.bands.as_ref().is_some_and(fits) {
+            self.bands = BandConverter::new(fmt, w, h, &self.path)?;
+        }
+        let data = match self.bands.as_mut() {
+            Some(b) => b.run(f, &self.path)?,
+            None => self.convert_whole(f)?,
+        };
+        let (data, w, h) = rotate(data, w, h, self.index.rotation);
+        Ok(RgbFrame {
+            index,
+            width: w,
+            height: h,
+            data,
+        })
+    }
+
+    /// One swscale call over the whole frame (formats that cannot be cut into bands).
+    fn convert_whole(&mut self, f: &frame::Video) -> Result<Vec<u8>> {
+        let (w, h, fmt) = (f.width(), f.height(), f.format());
         let rebuild =
             !matches!(&self.scaler, Some((_, pf, pw, ph)) if *pf == fmt && *pw == w && *ph == h);
         if rebuild {
@@ -458,13 +481,7 @@ impl VideoReader {
         for y in 0..hu {
             data.extend_from_slice(&src[y * stride..y * stride + wu * 3]);
         }
-        let (data, w, h) = rotate(data, w, h, self.index.rotation);
-        Ok(RgbFrame {
-            index,
-            width: w,
-            height: h,
-            data,
-        })
+        Ok(data)
     }
 
     /// Decodes every frame from the start without converting to RGB; returns the count.
@@ -481,6 +498,145 @@ impl VideoReader {
 
     pub fn time_base(&self) -> Rational {
         Rational::new(self.index.time_base.0, self.index.time_base.1)
+    }
+}
+
+/// YUV → RGB24 in horizontal bands converted in parallel, one swscale context per band, each
+/// writing straight into its rows of the output. The ffmpeg CLI slices its converter across
+/// threads the same way; for a same-size conversion swscale takes its unscaled path, which
+/// works on whole chroma rows, so bands that start on a chroma row give the same pixels as one
+/// call (the decode tests compare every frame with `ffmpeg -pix_fmt rgb24`).
+struct BandConverter {
+    fmt: format::Pixel,
+    w: u32,
+    h: u32,
+    bands: Vec<Band>,
+    /// Vertical chroma subsampling of the planar format (rows of plane 1 and 2 are
+    /// `y >> log2_chroma_h`).
+    log2_chroma_h: u32,
+    planar: bool,
+}
+
+struct Band {
+    ctx: scaling::Context,
+    y0: u32,
+    rows: u32,
+}
+
+/// A raw pointer that may cross to a worker thread for the duration of one conversion.
+#[derive(Clone, Copy)]
+struct SendPtr<T>(*mut T);
+// SAFETY: each band's context, source rows and output rows are touched by exactly one thread,
+// and `BandConverter::run` joins all of them before it returns.
+unsafe impl<T> Send for SendPtr<T> {}
+unsafe impl<T> Sync for SendPtr<T> {}
+
+impl BandConverter {
+    /// None for formats that do not cut into bands (palettes, bitstreams, hardware frames),
+    /// small frames, or a single core.
+    fn new(fmt: format::Pixel, w: u32, h: u32, path: &Path) -> Result<Option<BandConverter>> {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8) as u32;
+        let av: ffmpeg::ffi::AVPixelFormat = fmt.into();
+        // SAFETY: av_pix_fmt_desc_get returns a pointer into libavutil's static table or null.
+        let desc = unsafe { ffmpeg::ffi::av_pix_fmt_desc_get(av) };
+        if desc.is_null() || threads < 2 || h < 64 {
+            return Ok(None);
+        }
+        // SAFETY: non-null, static.
+        let (flags, log2_chroma_h) = unsafe { ((*desc).flags, u32::from((*desc).log2_chroma_h)) };
+        let refuse = (ffmpeg::ffi::AV_PIX_FMT_FLAG_PAL
+            | ffmpeg::ffi::AV_PIX_FMT_FLAG_BITSTREAM
+            | ffmpeg::ffi::AV_PIX_FMT_FLAG_HWACCEL) as u64;
+        if flags & refuse != 0 {
+            return Ok(None);
+        }
+        let planar = flags & ffmpeg::ffi::AV_PIX_FMT_FLAG_PLANAR as u64 != 0;
+        // Band heights a multiple of 16 rows: whole chroma rows for any subsampling.
+        let step = h.div_ceil(threads).div_ceil(16) * 16;
+        let mut bands = Vec::new();
+        let mut y0 = 0;
+        while y0 < h {
+            let rows = step.min(h - y0);
+            let ctx = scaling::Context::get(
+                fmt,
+                w,
+                rows,
+                format::Pixel::RGB24,
+                w,
+                rows,
+                scaling::Flags::BICUBIC,
+            )
+            .map_err(ff(path, "creating the RGB converter"))?;
+            bands.push(Band { ctx, y0, rows });
+            y0 += rows;
+        }
+        Ok(Some(BandConverter {
+            fmt,
+            w,
+            h,
+            bands,
+            log2_chroma_h,
+            planar,
+        }))
+    }
+
+    fn run(&mut self, f: &frame::Video, path: &Path) -> Result<Vec<u8>> {
+        let (w, h) = (self.w as usize, self.h as usize);
+        let mut out = vec![0u8; w * h * 3];
+        let dst = SendPtr(out.as_mut_ptr());
+        // SAFETY: the frame is a decoded software frame of this converter's format and size.
+        let (planes, strides) = unsafe {
+            let raw = &*f.as_ptr();
+            (
+                raw.data.map(SendPtr),
+                raw.linesize,
+            )
+        };
+        let (planar, lch) = (self.planar, self.log2_chroma_h);
+        let failed = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            for band in self.bands.iter_mut() {
+                let ctx = SendPtr(unsafe { band.ctx.as_mut_ptr() });
+                let (y0, rows) = (band.y0 as usize, band.rows as i32);
+                let failed = &failed;
+                scope.spawn(move || {
+                    let mut src = [std::ptr::null::<u8>(); 4];
+                    for (i, p) in planes.iter().enumerate().take(4) {
+                        if p.0.is_null() {
+                            continue;
+                        }
+                        let row = if planar && (i == 1 || i == 2) { y0 >> lch } else { y0 };
+                        // SAFETY: `row` is inside plane i of the frame (bands start on
+                        // chroma rows), so the offset stays within its allocation.
+                        src[i] = unsafe { p.0.offset(row as isize * strides[i] as isize) };
+                    }
+                    // SAFETY: the output rows y0..y0+rows belong to this band alone.
+                    let out_rows = unsafe { dst.0.add(y0 * w * 3) };
+                    let dst_planes = [out_rows, std::ptr::null_mut(), std::ptr::null_mut(), std::ptr::null_mut()];
+                    let dst_strides = [(w * 3) as i32, 0, 0, 0];
+                    // SAFETY: a context made for exactly this band's geometry, and pointers
+                    // valid for `rows` rows.
+                    let n = unsafe {
+                        ffmpeg::ffi::sws_scale(
+                            ctx.0,
+                            src.as_ptr(),
+                            strides.as_ptr(),
+                            0,
+                            rows,
+                            dst_planes.as_ptr(),
+                            dst_strides.as_ptr(),
+                        )
+                    };
+                    if n != rows {
+                        failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                });
+            }
+        });
+        if failed.into_inner() {
+            return Err(Error::format(path, "frames", "swscale converted fewer rows than asked"));
+        }
+        Ok(out)
     }
 }
 
