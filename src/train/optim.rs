@@ -4,6 +4,10 @@
 //! (mmcv `CosineAnnealingLrUpdaterHook(by_epoch=False, min_lr=0)`, equal to mmengine
 //! `CosineAnnealingLR` by iteration) and cross-entropy on logits with optional label smoothing
 //! (mmaction2 `CrossEntropyLoss` / `label_smooth_eps`).
+//!
+//! For the Video Swin configs: mmengine's chained `LinearLR` warm-up + `CosineAnnealingLR`
+//! ([`warmup_cosine_lr`]). Checked against `tests/fixtures/optim/`, written by
+//! `tools/make_optim_fixtures.py` through torch + mmengine.
 
 use std::collections::BTreeMap;
 
@@ -115,6 +119,87 @@ impl Sgd {
     }
 }
 
+/// LR of the Swin configs' `param_scheduler`: mmengine `LinearLR` (warm-up) and
+/// `CosineAnnealingLR`, both starting at step 0 and chained, i.e. each step multiplies (or,
+/// for the cosine, rescales towards `eta_min`) the lr the other one left.
+///
+/// The Swin configs (mmaction2 `configs/recognition/swin/*.py`, MM-Gesture's included) set
+/// the warm-up over epochs 0–2.5 with `convert_to_iter_based=True`, so it steps after every
+/// iteration, but leave the cosine epoch-based (`by_epoch=True, begin=0, end=30, T_max=30`),
+/// so it steps after every epoch and already runs during the warm-up.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WarmupCosine {
+    /// `LinearLR.start_factor` (`end_factor` is 1).
+    pub start_factor: f64,
+    /// `LinearLR`'s `end` in iterations (`begin` 0); 0 for no warm-up. mmengine converts
+    /// the configs' epochs by truncating: `int(2.5 · iters_per_epoch)`.
+    pub warmup_iters: usize,
+    /// Iterations per cosine step: the epoch length for an epoch-based cosine, 1 for an
+    /// iteration-based one.
+    pub cosine_period: usize,
+    /// `CosineAnnealingLR.T_max` in cosine steps; the cosine runs from step 0 to `T_max`
+    /// (`begin=0, end=T_max`) and the lr holds its last value after it.
+    pub t_max: usize,
+    pub eta_min: f64,
+}
+
+impl WarmupCosine {
+    /// The Swin configs' schedule at `iters_per_epoch` iterations per epoch:
+    /// `LinearLR(start_factor=0.1)` over epochs 0–2.5 by iteration, then (and meanwhile)
+    /// `CosineAnnealingLR(T_max=30, eta_min=0)` by epoch.
+    pub fn swin(iters_per_epoch: usize) -> Self {
+        WarmupCosine {
+            start_factor: 0.1,
+            warmup_iters: iters_per_epoch * 5 / 2,
+            cosine_period: iters_per_epoch,
+            t_max: 30,
+            eta_min: 0.0,
+        }
+    }
+}
+
+/// The lr that a parameter group whose initial lr is `base` has during iteration `iter`
+/// (0-based) under `s`, computed as mmengine does (`mmengine/optim/scheduler/
+/// param_scheduler.py`, the chained `_get_value` forms): both schedulers step once when built
+/// (the warm-up multiplies by `start_factor`, the cosine leaves the lr), then, after each
+/// iteration, the warm-up steps while its step count is below `warmup_iters`, and then, at
+/// the end of each cosine period, the cosine steps while its count is below `t_max`. With
+/// `eta_min` = 0 this is `base · (f + (1 − f)·min(i, W−1)/(W−1)) · (1 + cos(π·c/T))/2` with
+/// `c = min(⌊i/period⌋, T−1)`; the warm-up's factor reaches 1 at iteration `W − 1`, not `W`.
+/// Costs O(min(iter, W) + iter/period).
+pub fn warmup_cosine_lr(base: f64, s: &WarmupCosine, iter: usize) -> f64 {
+    let sf = s.start_factor;
+    let w = s.warmup_iters;
+    let period = s.cosine_period.max(1);
+    let t_max = s.t_max as f64;
+    let cosine = |lr: f64, c: usize| -> f64 {
+        // the chained CosineAnnealingLR step c ≥ 1; its restart branch only fires at
+        // c = T_max + 1, past `end`
+        let pi = std::f64::consts::PI;
+        (1.0 + (pi * c as f64 / t_max).cos()) / (1.0 + (pi * (c - 1) as f64 / t_max).cos())
+            * (lr - s.eta_min)
+            + s.eta_min
+    };
+    let mut lr = base;
+    if w > 0 {
+        lr *= sf;
+    }
+    // the warm-up steps after iterations 0..W−1 (its last step, number W−1, makes the factor 1)
+    let warm_end = iter.min(w.saturating_sub(1));
+    for done in 1..=warm_end {
+        // LinearLR step `done` (iterations done so far), then the cosine's if a period ended
+        lr *= 1.0 + (1.0 - sf) / ((w - 1) as f64 * sf + (done - 1) as f64 * (1.0 - sf));
+        if done % period == 0 && done / period < s.t_max {
+            lr = cosine(lr, done / period);
+        }
+    }
+    let last = (iter / period).min(s.t_max.saturating_sub(1));
+    for c in warm_end / period + 1..=last {
+        lr = cosine(lr, c);
+    }
+    lr
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,6 +264,80 @@ mod tests {
                     "step {step}: {got:?} vs {want:?}"
                 );
             }
+        }
+    }
+
+    // ---- AdamW and the warm-up + cosine schedule against tests/fixtures/optim/ ----
+
+    fn fixture_dir() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/optim")
+    }
+
+    fn fixture_json() -> serde_json::Value {
+        let path = fixture_dir().join("optim.json");
+        let text = std::fs::read_to_string(&path).expect("optim.json");
+        serde_json::from_str(&text).expect("json")
+    }
+
+    fn npz(name: &str) -> BTreeMap<String, Tensor> {
+        Tensor::read_npz(fixture_dir().join(name))
+            .expect("npz")
+            .into_iter()
+            .collect()
+    }
+
+    fn f(v: &serde_json::Value) -> f64 {
+        v.as_f64().expect("number")
+    }
+
+    fn u(v: &serde_json::Value) -> usize {
+        v.as_u64().expect("integer") as usize
+    }
+
+    fn schedule_of(v: &serde_json::Value) -> WarmupCosine {
+        WarmupCosine {
+            start_factor: f(&v["start_factor"]),
+            warmup_iters: u(&v["warmup_iters"]),
+            cosine_period: u(&v["cosine_period"]),
+            t_max: u(&v["t_max"]),
+            eta_min: f(&v["eta_min"]),
+        }
+    }
+
+    #[test]
+    fn warmup_cosine_matches_mmengine() {
+        let meta = fixture_json();
+        let arrays = npz("schedules.npz");
+        let mut worst = 0f64;
+        for (name, v) in meta["schedules"].as_object().expect("schedules") {
+            let s = schedule_of(v);
+            let want: Vec<Vec<f64>> = arrays[name].to_vec2().expect("lrs");
+            assert_eq!(want.len(), u(&v["iters"]), "{name}");
+            let bases: Vec<f64> = v["bases"]
+                .as_array()
+                .expect("bases")
+                .iter()
+                .map(f)
+                .collect();
+            for (iter, row) in want.iter().enumerate() {
+                for (base, want) in bases.iter().zip(row) {
+                    let got = warmup_cosine_lr(*base, &s, iter);
+                    let d = (got - want).abs() / want.abs();
+                    assert!(d < 1e-12, "{name} iter {iter}: {got} vs {want}");
+                    worst = worst.max(d);
+                }
+            }
+        }
+        eprintln!("warmup_cosine_lr: max relative difference {worst:e}");
+        // the closed form for eta_min = 0
+        let s = WarmupCosine::swin(7);
+        assert_eq!(s.warmup_iters, 17);
+        for i in 0..250 {
+            let warm = 0.1 + 0.9 * (i.min(16) as f64) / 16.0;
+            let c = (i / 7).min(29) as f64;
+            let cos = (1.0 + (std::f64::consts::PI * c / 30.0).cos()) / 2.0;
+            let got = warmup_cosine_lr(1e-3, &s, i);
+            assert!((got - 1e-3 * warm * cos).abs() < 1e-15, "{i}: {got}");
         }
     }
 }
