@@ -129,6 +129,23 @@ pub enum Probe {
         #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
         strict: bool,
     },
+    /// MM-Gesture's RGBPoseConv3D initialisation from an RGB SlowOnly-R50 and a PoseC3D
+    /// checkpoint: pathways and heads renamed, the convolutions that receive laterals
+    /// zero-padded, the laterals freshly initialised from --seed. Writes a .safetensors that
+    /// `predict --arch rgbpose-conv3d` and `train --init` load.
+    MergeRgbpose {
+        #[arg(long)]
+        rgb: PathBuf,
+        #[arg(long)]
+        pose: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Classes of the two heads; default the pose checkpoint's.
+        #[arg(long)]
+        classes: Option<usize>,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
     /// Rewrite a checkpoint (.pth / .npz / .safetensors) as .safetensors; with --arch, first
     /// check strictly that it builds that architecture.
     Convert {
@@ -378,6 +395,13 @@ pub fn run(p: Probe) -> Result<()> {
             write_npy(&out, &[f.height as usize, f.width as usize], &d)?;
             println!("depth of frame {frame} -> {}", out.display());
         }
+        Probe::MergeRgbpose {
+            rgb,
+            pose,
+            out,
+            classes,
+            seed,
+        } => merge_rgbpose(&rgb, &pose, &out, classes, seed)?,
         Probe::Convert {
             checkpoint,
             out,
@@ -422,6 +446,59 @@ pub fn run(p: Probe) -> Result<()> {
             strict,
         )?,
     }
+    Ok(())
+}
+
+fn merge_rgbpose(
+    rgb: &Path,
+    pose: &Path,
+    out: &Path,
+    classes: Option<usize>,
+    seed: u64,
+) -> Result<()> {
+    use candle_core::{DType, Device};
+    use candle_nn::{VarBuilder, VarMap};
+    use mgscope::nn::checkpoint::{write_safetensors, StateDict};
+    use mgscope::nn::{rgbpose, rgbpose_merge};
+    let (r, p) = (StateDict::read(rgb)?, StateDict::read(pose)?);
+    let classes = match classes {
+        Some(c) => c,
+        None => p
+            .tensors
+            .get("cls_head.fc_cls.weight")
+            .map(|t| t.dims()[0])
+            .with_context(|| {
+                format!(
+                    "{}: no cls_head.fc_cls.weight to take the class count from; pass --classes",
+                    pose.display()
+                )
+            })?,
+    };
+    let mut cfg = rgbpose::Config::rgbpose_conv3d();
+    cfg.num_classes = classes;
+    // The pose stem's input channels: 36 for MM-Gesture's keypoints, 17 for COCO ones.
+    if let Some(t) = p.tensors.get("backbone.conv1.conv.weight") {
+        cfg.pose.in_channels = t.dims().get(1).copied().unwrap_or(cfg.pose.in_channels);
+    }
+    let vm = VarMap::new();
+    rgbpose::RGBPose::new(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu))?;
+    mgscope::train::init::init_reference(&vm, seed)?;
+    let model: std::collections::BTreeMap<String, candle_core::Tensor> =
+        mgscope::train::init::named_vars(&vm)?
+            .into_iter()
+            .map(|(k, v)| (k, v.as_tensor().clone()))
+            .collect();
+    let (merged, rep) = rgbpose_merge::merge_pretrained(&r, &p, &model)?;
+    if rep.copied == 0 {
+        bail!(
+            "neither {} nor {} has a tensor of RGBPoseConv3D's pathways (expected backbone.* keys of an RGB SlowOnly-R50 and a PoseC3D)",
+            rgb.display(),
+            pose.display()
+        );
+    }
+    write_safetensors(&merged, out)?;
+    println!("{rep}");
+    println!("RGBPoseConv3D ({classes} classes) -> {}", out.display());
     Ok(())
 }
 

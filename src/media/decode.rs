@@ -531,6 +531,13 @@ struct SendPtr<T>(*mut T);
 unsafe impl<T> Send for SendPtr<T> {}
 unsafe impl<T> Sync for SendPtr<T> {}
 
+impl<T> SendPtr<T> {
+    // A method, so closures capture the wrapper and not its raw field.
+    fn get(self) -> *mut T {
+        self.0
+    }
+}
+
 impl BandConverter {
     /// None for formats that do not cut into bands (palettes, bitstreams, hardware frames),
     /// small frames, or a single core.
@@ -602,23 +609,23 @@ impl BandConverter {
                 scope.spawn(move || {
                     let mut src = [std::ptr::null::<u8>(); 4];
                     for (i, p) in planes.iter().enumerate().take(4) {
-                        if p.0.is_null() {
+                        if p.get().is_null() {
                             continue;
                         }
                         let row = if planar && (i == 1 || i == 2) { y0 >> lch } else { y0 };
                         // SAFETY: `row` is inside plane i of the frame (bands start on
                         // chroma rows), so the offset stays within its allocation.
-                        src[i] = unsafe { p.0.offset(row as isize * strides[i] as isize) };
+                        src[i] = unsafe { p.get().offset(row as isize * strides[i] as isize) };
                     }
                     // SAFETY: the output rows y0..y0+rows belong to this band alone.
-                    let out_rows = unsafe { dst.0.add(y0 * w * 3) };
+                    let out_rows = unsafe { dst.get().add(y0 * w * 3) };
                     let dst_planes = [out_rows, std::ptr::null_mut(), std::ptr::null_mut(), std::ptr::null_mut()];
                     let dst_strides = [(w * 3) as i32, 0, 0, 0];
                     // SAFETY: a context made for exactly this band's geometry, and pointers
                     // valid for `rows` rows.
                     let n = unsafe {
                         ffmpeg::ffi::sws_scale(
-                            ctx.0,
+                            ctx.get(),
                             src.as_ptr(),
                             strides.as_ptr(),
                             0,

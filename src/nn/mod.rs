@@ -8,5 +8,6 @@ pub mod ops3d;
 pub mod predict;
 pub mod resnet3d;
 pub mod rgbpose;
+pub mod rgbpose_merge;
 pub mod swin3d;
 pub mod video_views;

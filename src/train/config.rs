@@ -3,7 +3,9 @@
 //! `posec3d-joint` / `posec3d-limb` are MM-Gesture's `slowonly_r50_iMiGUE_36/{joint,limb}.py`
 //! (mm-gesture.md §3.1); the `-cpu` and `-tiny` presets shrink width, depth, frames and crop so
 //! a run fits a laptop CPU, keeping the pipeline's proportions (short side : crop : val size
-//! as 64 : 56 : 64).
+//! as 64 : 56 : 64). `swin-{t,s,b}-{rgb,taylor,flow,depth}` are the Video Swin configs
+//! (`swin-*-iMiGUE_36_*.py`, mm-gesture.md §4), `swin-tiny-demo` a Swin small enough for the
+//! demo on a CPU.
 
 use std::path::{Path, PathBuf};
 
@@ -27,12 +29,28 @@ pub struct TrainConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
-    /// Architecture name the checkpoints load under (`mgscope predict --arch`).
+    /// Architecture name the checkpoints load under (`mgscope predict --arch`):
+    /// `posec3d-joint36` / `posec3d-limb36` (heatmap streams) or `swin-t` / `swin-s` /
+    /// `swin-b` (video streams).
     pub arch: String,
+    /// PoseC3D width and stage depths.
     pub base_channels: usize,
     pub stage_blocks: Vec<usize>,
     /// I3DHead `dropout_ratio`.
     pub dropout: f64,
+    /// Swin: stochastic-depth rate (`drop_path_rate`); default the arch's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drop_path: Option<f64>,
+    /// Swin: a narrower or shallower network than the arch's (CPU presets): channels of the
+    /// first stage, blocks per stage, heads per stage, and the attention window (T, H, W).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embed_dim: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub depths: Option<Vec<usize>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_heads: Option<Vec<usize>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<(usize, usize, usize)>,
     /// Weights to start from (`load_from`): every tensor whose key and shape match is copied;
     /// the rest (a head for another class count) keeps its fresh initialisation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -85,6 +103,19 @@ pub struct DataConfig {
     pub prefetch: usize,
     pub train_split: String,
     pub val_split: String,
+    /// Video streams: `rgb` (the source video) or an extracted `taylor` / `flow` / `depth`
+    /// video (`mgscope extract --format mp4`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Video streams: `SampleFrames(frame_interval)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frame_interval: Option<usize>,
+    /// Video streams: the data preprocessor's mean / std (0–255, RGB); default ImageNet's.
+    /// `mgscope stats DATASET` measures a dataset's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean: Option<[f32; 3]>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub std: Option<[f32; 3]>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -100,6 +131,21 @@ pub struct OptimConfig {
     pub epochs: usize,
     /// Cosine floor (`min_lr`).
     pub eta_min: f64,
+    /// `sgd` (momentum, coupled weight decay; the default) or `adamw` (decoupled weight
+    /// decay, Swin's parameter groups: backbone lr × `backbone_lr_mult`, no decay on norms
+    /// and position tables).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optimizer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub betas: Option<(f64, f64)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backbone_lr_mult: Option<f64>,
+    /// Linear warm-up (`LinearLR(start_factor)`) over this many epochs, by iteration, before
+    /// the cosine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup_epochs: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup_start_factor: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -138,6 +184,19 @@ pub const PRESETS: &[(&str, &str)] = &[
         "posec3d-joint-tiny",
         "the demo/test size: base 8, blocks (1,1,1), 12×20² (val 24²), lr 0.2, 12 epochs",
     ),
+    (
+        "swin-t-rgb",
+        "MM-Gesture Video Swin-T on RGB: 32×2 frames, 224², AdamW 1e-3 (backbone ×0.1), wd 0.02, warm-up 2.5 + cosine, 30 epochs",
+    ),
+    ("swin-t-taylor", "Swin-T on the extracted Taylor videos"),
+    ("swin-t-flow", "Swin-T on the extracted optical-flow videos"),
+    ("swin-t-depth", "Swin-T on the extracted depth videos"),
+    ("swin-s-rgb", "Swin-S on RGB: drop-path 0.2, batch 5"),
+    ("swin-b-rgb", "Swin-B on RGB: drop-path 0.3, wd 0.05, batch 4"),
+    (
+        "swin-tiny-demo",
+        "a Swin for the demo on a CPU: C 24, depths (1,1,1,1), window (2,4,4), 8×2 frames, 64², 8 epochs",
+    ),
 ];
 
 impl TrainConfig {
@@ -151,6 +210,11 @@ impl TrainConfig {
                 stage_blocks: vec![4, 6, 3],
                 dropout: 0.5,
                 init: None,
+                drop_path: None,
+                embed_dim: None,
+                depths: None,
+                num_heads: None,
+                window: None,
             },
             data: DataConfig {
                 heatmap: Heatmap::Joint,
@@ -171,6 +235,10 @@ impl TrainConfig {
                 prefetch: 2,
                 train_split: "train".into(),
                 val_split: "val".into(),
+                source: None,
+                frame_interval: None,
+                mean: None,
+                std: None,
             },
             optim: OptimConfig {
                 lr: 0.05,
@@ -180,6 +248,11 @@ impl TrainConfig {
                 label_smoothing: 0.0,
                 epochs: 24,
                 eta_min: 0.0,
+                optimizer: None,
+                betas: None,
+                backbone_lr_mult: None,
+                warmup_epochs: None,
+                warmup_start_factor: None,
             },
             run: RunConfig {
                 seed: 0,
@@ -207,7 +280,68 @@ impl TrainConfig {
             c.data.workers = 2;
             c
         };
+        // mm-gesture.md §4.1: SampleFrames(32, 2), Resize(-1, 256), RandomResizedCrop,
+        // Resize(224), Flip(0.5); AdamW 1e-3 (0.9, 0.999), backbone lr ×0.1; LinearLR(0.1)
+        // over 2.5 epochs, then cosine to 0 at 30 epochs; ImageNet mean/std.
+        let swin = |arch: &str, source: &str| {
+            let mut c = joint.clone();
+            c.model.arch = arch.into();
+            c.model.dropout = 0.5;
+            c.data.source = Some(source.into());
+            c.data.clip_len = 32;
+            c.data.frame_interval = Some(2);
+            c.data.resize_short = 256;
+            c.data.crop_area = (0.08, 1.0);
+            c.data.train_size = 224;
+            c.data.val_size = 224;
+            c.data.repeat = 1;
+            c.data.batch_size = 8;
+            c.data.val_batch_size = 8;
+            c.optim.optimizer = Some("adamw".into());
+            c.optim.lr = 1e-3;
+            c.optim.betas = Some((0.9, 0.999));
+            c.optim.weight_decay = 0.02;
+            c.optim.backbone_lr_mult = Some(0.1);
+            c.optim.grad_clip = None;
+            c.optim.warmup_epochs = Some(2.5);
+            c.optim.warmup_start_factor = Some(0.1);
+            c.optim.epochs = 30;
+            c
+        };
         Ok(match name {
+            "swin-t-rgb" => swin("swin-t", "rgb"),
+            "swin-t-taylor" => swin("swin-t", "taylor"),
+            "swin-t-flow" => swin("swin-t", "flow"),
+            "swin-t-depth" => swin("swin-t", "depth"),
+            "swin-s-rgb" => {
+                let mut c = swin("swin-s", "rgb");
+                c.data.batch_size = 5;
+                c
+            }
+            "swin-b-rgb" => {
+                let mut c = swin("swin-b", "rgb");
+                c.data.batch_size = 4;
+                c.optim.weight_decay = 0.05;
+                c
+            }
+            "swin-tiny-demo" => {
+                let mut c = swin("swin-t", "rgb");
+                c.model.embed_dim = Some(24);
+                c.model.depths = Some(vec![1, 1, 1, 1]);
+                c.model.num_heads = Some(vec![1, 2, 4, 8]);
+                c.model.window = Some((2, 4, 4));
+                c.model.drop_path = Some(0.0);
+                c.data.clip_len = 8;
+                c.data.resize_short = 72;
+                c.data.crop_area = (0.3, 1.0);
+                c.data.train_size = 64;
+                c.data.val_size = 64;
+                c.data.batch_size = 8;
+                c.data.workers = 2;
+                c.optim.epochs = 8;
+                c.optim.warmup_epochs = Some(1.0);
+                c
+            }
             "posec3d-joint" => joint,
             "posec3d-limb" => limb(joint),
             "posec3d-joint-cpu" => cpu(joint),
@@ -279,7 +413,9 @@ impl TrainConfig {
         let d = &self.data;
         let m = &self.model;
         let o = &self.optim;
-        let checks: [(bool, String); 13] = [
+        let video = self.is_video();
+        let sources = ["rgb", "taylor", "flow", "depth"];
+        let checks: [(bool, String); 17] = [
             (m.base_channels > 0, "model.base_channels must be > 0".into()),
             (
                 m.stage_blocks.len() == 3 && m.stage_blocks.iter().all(|&b| b > 0),
@@ -306,7 +442,26 @@ impl TrainConfig {
                 0.0 < d.crop_aspect.0 && d.crop_aspect.0 <= d.crop_aspect.1,
                 format!("data.crop_aspect {:?} must satisfy 0 < lo ≤ hi", d.crop_aspect),
             ),
-            (skeleton_by_name(&d.skeleton).is_some(), format!("data.skeleton {:?} unknown (imigue36, coco17)", d.skeleton)),
+            (video || skeleton_by_name(&d.skeleton).is_some(), format!("data.skeleton {:?} unknown (imigue36, coco17)", d.skeleton)),
+            (
+                !video || d.source.as_deref().is_some_and(|s| sources.contains(&s)),
+                format!("data.source {:?}: a Swin stream reads rgb, taylor, flow or depth", d.source.as_deref().unwrap_or_default()),
+            ),
+            (
+                video || matches!(m.arch.as_str(), "posec3d-joint36" | "posec3d-limb36"),
+                format!("model.arch {:?}: expected posec3d-joint36, posec3d-limb36, swin-t, swin-s or swin-b", m.arch),
+            ),
+            (
+                matches!(o.optimizer.as_deref(), None | Some("sgd" | "adamw")),
+                format!("optim.optimizer {:?}: expected sgd or adamw", o.optimizer.as_deref().unwrap_or_default()),
+            ),
+            (
+                d.frame_interval.is_none_or(|i| i > 0)
+                    && o.warmup_epochs.is_none_or(|w| w >= 0.0)
+                    && o.warmup_start_factor.is_none_or(|f| f > 0.0 && f <= 1.0)
+                    && d.std.is_none_or(|s| s.iter().all(|&v| v > 0.0)),
+                "data.frame_interval must be ≥ 1, optim.warmup_epochs ≥ 0, optim.warmup_start_factor in (0, 1], data.std > 0".into(),
+            ),
             (
                 o.lr > 0.0 && o.momentum >= 0.0 && o.weight_decay >= 0.0 && o.epochs > 0,
                 "optim.lr and optim.epochs must be > 0, momentum and weight_decay ≥ 0".into(),
@@ -331,6 +486,44 @@ impl TrainConfig {
             Some((_, msg)) => Err(msg),
             None => Ok(()),
         }
+    }
+
+    /// A Video Swin stream (frames in, `swin-*` arch) rather than a heatmap one.
+    pub fn is_video(&self) -> bool {
+        self.model.arch.starts_with("swin")
+    }
+
+    /// The Swin network of this config: the arch's, with the config's overrides.
+    pub fn swin_network(&self, num_classes: usize) -> Result<crate::nn::swin3d::Config> {
+        use crate::nn::swin3d;
+        let m = &self.model;
+        let mut c = match m.arch.as_str() {
+            "swin-t" => swin3d::Config::swin_t(),
+            "swin-s" => swin3d::Config::swin_s(),
+            "swin-b" => swin3d::Config::swin_b(),
+            other => {
+                return Err(TrainError::Invalid(format!(
+                    "model.arch {other:?} is not a Swin (swin-t, swin-s, swin-b)"
+                )))
+            }
+        };
+        c.num_classes = num_classes;
+        if let Some(v) = m.drop_path {
+            c.drop_path_rate = v;
+        }
+        if let Some(v) = m.embed_dim {
+            c.embed_dim = v;
+        }
+        if let Some(v) = &m.depths {
+            c.depths = v.clone();
+        }
+        if let Some(v) = &m.num_heads {
+            c.num_heads = v.clone();
+        }
+        if let Some(v) = m.window {
+            c.window_size = v;
+        }
+        Ok(c)
     }
 
     /// The dtype the convolutions run in under `run.amp` (none: f32).

@@ -81,6 +81,47 @@ pub fn init_reference(vm: &VarMap, seed: u64) -> Result<()> {
     Ok(())
 }
 
+/// Re-initialises a Video Swin as mmaction2 does, from `seed`: `SwinTransformer3D.init_weights`
+/// (`mmaction/models/backbones/swin.py`, `_init_weights`: Linear weights truncated normal with
+/// std 0.02 — its ±2 cut-off is ±100 std, so a plain normal — and bias 0; LayerNorm weight 1
+/// and bias 0; the relative position bias tables truncated normal with std 0.02), the patch
+/// embedding's Conv3d left at PyTorch's default (`kaiming_uniform_(a=√5)`: U(±1/√fan_in) for
+/// weight and bias), and `I3DHead.init_weights` (`fc_cls` normal, std 0.01, bias 0).
+pub fn init_swin(vm: &VarMap, seed: u64) -> Result<()> {
+    let conv_fan_in = named_vars(vm)?
+        .get("backbone.patch_embed.proj.weight")
+        .map(|v| v.as_tensor().dims()[1..].iter().product::<usize>())
+        .unwrap_or(1);
+    for (key, var) in named_vars(vm)? {
+        let t = var.as_tensor();
+        let dims = t.dims().to_vec();
+        let n = t.elem_count();
+        let mut rng = ChaCha8Rng::seed_from_u64(mix(mix(seed, stream::INIT), fnv(&key)));
+        let uniform = |rng: &mut ChaCha8Rng, bound: f64| -> Vec<f32> {
+            (0..n)
+                .map(|_| ((rng.random::<f64>() * 2.0 - 1.0) * bound) as f32)
+                .collect()
+        };
+        let values: Vec<f32> = if key.starts_with("backbone.patch_embed.proj.") {
+            uniform(&mut rng, 1.0 / (conv_fan_in as f64).sqrt())
+        } else if key.ends_with("fc_cls.weight") {
+            normals(&mut rng, n, 0.01)
+        } else if key.ends_with("relative_position_bias_table") {
+            normals(&mut rng, n, 0.02)
+        } else if key.contains("norm") && key.ends_with(".weight") {
+            vec![1.0; n]
+        } else if key.ends_with(".weight") && dims.len() == 2 {
+            normals(&mut rng, n, 0.02)
+        } else {
+            // Linear and LayerNorm biases
+            vec![0.0; n]
+        };
+        let new = Tensor::from_vec(values, dims, t.device())?.to_dtype(t.dtype())?;
+        var.set(&new)?;
+    }
+    Ok(())
+}
+
 /// 64-bit FNV-1a of a key.
 fn fnv(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {

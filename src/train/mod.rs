@@ -1,15 +1,21 @@
-//! Training PoseC3D (pyskl / MM-Gesture `configs/posec3d/slowonly_r50_iMiGUE_36/{joint,limb}.py`)
-//! in candle: the reference train/val pipelines with a seeded, multi-threaded loader
-//! ([`data`]), SGD with momentum, per-iteration cosine and gradient clipping ([`optim`]), and
-//! runs that checkpoint, resume exactly and register their validation scores ([`run`]).
+//! Training in candle: PoseC3D (pyskl / MM-Gesture `configs/posec3d/slowonly_r50_iMiGUE_36/
+//! {joint,limb}.py`) on heatmaps ([`data`]) and Video Swin (MM-Gesture `configs/recognition/
+//! swin/*.py`) on RGB / Taylor / flow / depth frames ([`video_data`]), both behind [`clips`]
+//! with a seeded, multi-threaded loader; SGD with momentum and per-iteration cosine, or AdamW
+//! with Swin's parameter groups and a linear warm-up chained to an epoch cosine, gradient
+//! clipping ([`optim`]); runs that checkpoint, resume exactly and register their validation
+//! scores ([`run`]).
 //!
 //! Single device: one CPU or one CUDA GPU per run (no NCCL data parallelism).
 
+pub mod clips;
 pub mod config;
 pub mod data;
 pub mod init;
 pub mod optim;
 pub mod run;
+#[cfg(feature = "video")]
+pub mod video_data;
 
 use std::path::PathBuf;
 

@@ -8,7 +8,8 @@
 //! - `val.jsonl`: one line per validation (epoch, top1, mean_class_acc);
 //! - `last.safetensors`: model weights and BatchNorm buffers under the reference keys
 //!   (`backbone.…`, `cls_head.…`, loadable by `mgscope predict`), the SGD momentum buffers as
-//!   `train.momentum.<key>`, and `train.state` (JSON bytes: iteration counter, seed, best so
+//!   `train.momentum.<key>` (AdamW's moments and step counts as `train.adamw.…`), and
+//!   `train.state` (JSON bytes: iteration counter, seed, best so
 //!   far). Every random stream is derived from (seed, epoch, sample, iteration), so the seed
 //!   and the counter are the whole generator state;
 //! - `best.safetensors` (best validation top-1) and `val_scores.json` (its per-clip scores),
@@ -25,17 +26,23 @@ use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 
+use super::clips::{load_clips, ClipSet};
 use super::config::TrainConfig;
-use super::data::{self, epoch_order, load_split, sample_rng, Batch, Loader, Pipeline, PoseItem};
-use super::init::{init_reference, is_buffer, load_matching, named_vars};
-use super::optim::{cosine_lr, cross_entropy, Sgd};
+use super::data::{self, epoch_order, sample_rng, Batch, Loader};
+use super::init::{init_reference, init_swin, is_buffer, load_matching, named_vars};
+use super::optim::{
+    cosine_lr, cross_entropy, warmup_cosine_lr, AdamW, ParamGroups, ParamRule, Sgd, StepInfo,
+    WarmupCosine,
+};
 use super::{mix, stream, Result, TrainError};
 use crate::nn::checkpoint::{write_safetensors, StateDict};
 use crate::nn::resnet3d::PoseC3D;
+use crate::nn::swin3d::VideoSwin;
 use crate::store::{Dataset, StoredStream};
 
 const STATE_KEY: &str = "train.state";
 const MOMENTUM_PREFIX: &str = "train.momentum.";
+const ADAMW_PREFIX: &str = "train.adamw.";
 const STATE_FORMAT: u32 = 1;
 
 /// How to run (what is not part of the config).
@@ -152,9 +159,31 @@ pub fn install_interrupt_handler() {
     }
 }
 
+/// The network a run trains.
+enum Recognizer {
+    Pose(PoseC3D),
+    Swin(VideoSwin),
+}
+
+impl Recognizer {
+    fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        match self {
+            Recognizer::Pose(m) => m.forward_t(x, train),
+            Recognizer::Swin(m) => m.forward_t(x, train),
+        }
+    }
+
+    fn set_dropout_seed(&self, seed: u64) -> candle_core::Result<()> {
+        match self {
+            Recognizer::Pose(m) => m.head.set_dropout_seed(seed),
+            Recognizer::Swin(m) => m.set_dropout_seed(seed),
+        }
+    }
+}
+
 struct Net {
     vm: VarMap,
-    model: PoseC3D,
+    model: Recognizer,
     /// Every variable by key; `params` excludes the BatchNorm buffers.
     vars: BTreeMap<String, Var>,
     params: BTreeMap<String, Var>,
@@ -163,8 +192,15 @@ struct Net {
 fn build_net(cfg: &TrainConfig, classes: usize, device: &Device) -> Result<Net> {
     let vm = VarMap::new();
     let vb = VarBuilder::from_varmap(&vm, DType::F32, device);
-    let mut model = PoseC3D::new(&cfg.network(classes)?, vb)?;
-    model.head.dropout = cfg.model.dropout;
+    let model = if cfg.is_video() {
+        let mut m = VideoSwin::new(&cfg.swin_network(classes)?, vb)?;
+        m.head.dropout = cfg.model.dropout;
+        Recognizer::Swin(m)
+    } else {
+        let mut m = PoseC3D::new(&cfg.network(classes)?, vb)?;
+        m.head.dropout = cfg.model.dropout;
+        Recognizer::Pose(m)
+    };
     let vars = named_vars(&vm)?;
     let params = vars
         .iter()
@@ -177,6 +213,140 @@ fn build_net(cfg: &TrainConfig, classes: usize, device: &Device) -> Result<Net> 
         vars,
         params,
     })
+}
+
+/// The optimiser a config names, with its state.
+enum Optimizer {
+    Sgd(Sgd),
+    AdamW(AdamW),
+}
+
+impl Optimizer {
+    fn new(cfg: &TrainConfig) -> Self {
+        let o = &cfg.optim;
+        match o.optimizer.as_deref() {
+            Some("adamw") => {
+                // Swin's paramwise_cfg with the config's backbone multiplier.
+                let mut groups = ParamGroups::swin();
+                for r in &mut groups.rules {
+                    if r.key == "backbone" {
+                        r.lr_mult = o.backbone_lr_mult.unwrap_or(1.0);
+                    }
+                }
+                if !cfg.is_video() {
+                    // PoseC3D has no position tables; norms still skip decay.
+                    groups.rules.retain(|r: &ParamRule| r.key == "backbone" || r.key == "norm");
+                }
+                Optimizer::AdamW(AdamW::new(
+                    o.lr,
+                    o.betas.unwrap_or((0.9, 0.999)),
+                    1e-8,
+                    o.weight_decay,
+                    groups,
+                ))
+            }
+            _ => Optimizer::Sgd(Sgd::new(o.momentum, o.weight_decay)),
+        }
+    }
+
+    /// One step; `lr_at(initial)` is a parameter group's lr this iteration.
+    fn step(
+        &mut self,
+        params: &BTreeMap<String, Var>,
+        grads: &candle_core::backprop::GradStore,
+        base_lr: f64,
+        lr_at: impl Fn(f64) -> f64,
+        clip: Option<f64>,
+    ) -> Result<StepInfo> {
+        match self {
+            Optimizer::Sgd(o) => o.step(params, grads, lr_at(base_lr), clip),
+            Optimizer::AdamW(o) => o.step(params, grads, lr_at, clip),
+        }
+    }
+
+    fn state_tensors(&self) -> Result<BTreeMap<String, Tensor>> {
+        Ok(match self {
+            Optimizer::Sgd(o) => o
+                .buffers
+                .iter()
+                .map(|(k, b)| (format!("{MOMENTUM_PREFIX}{k}"), b.clone()))
+                .collect(),
+            Optimizer::AdamW(o) => o
+                .state_tensors()?
+                .into_iter()
+                .map(|(k, t)| (format!("{ADAMW_PREFIX}{k}"), t))
+                .collect(),
+        })
+    }
+
+    fn load(
+        &mut self,
+        tensors: &BTreeMap<String, Tensor>,
+        params: &BTreeMap<String, Var>,
+        bad: &dyn Fn(String) -> TrainError,
+    ) -> Result<()> {
+        match self {
+            Optimizer::Sgd(sgd) => {
+                sgd.buffers.clear();
+                for (k, t) in tensors {
+                    if let Some(name) = k.strip_prefix(MOMENTUM_PREFIX) {
+                        let p = params.get(name).ok_or_else(|| {
+                            bad(format!("{k}: the model has no parameter {name}"))
+                        })?;
+                        sgd.buffers.insert(
+                            name.to_string(),
+                            t.to_dtype(p.dtype())?.to_device(p.device())?,
+                        );
+                    }
+                }
+                Ok(())
+            }
+            Optimizer::AdamW(adam) => {
+                let state: BTreeMap<String, Tensor> = tensors
+                    .iter()
+                    .filter_map(|(k, t)| {
+                        k.strip_prefix(ADAMW_PREFIX)
+                            .map(|name| (name.to_string(), t.clone()))
+                    })
+                    .collect();
+                adam.load_state_tensors(&state, params)
+            }
+        }
+    }
+}
+
+/// The lr schedule: per-iteration cosine (PoseC3D), or mmengine's linear warm-up chained with
+/// an epoch-based cosine (Swin).
+enum Schedule {
+    Cosine { eta_min: f64, total: usize },
+    Warmup(WarmupCosine),
+}
+
+impl Schedule {
+    fn new(cfg: &TrainConfig, ipe: usize, total: usize) -> Self {
+        let o = &cfg.optim;
+        match o.warmup_epochs {
+            Some(w) => Schedule::Warmup(WarmupCosine {
+                start_factor: o.warmup_start_factor.unwrap_or(0.1),
+                // mmengine's convert_to_iter_based truncates: int(2.5 · iters_per_epoch)
+                warmup_iters: (w * ipe as f64) as usize,
+                cosine_period: ipe.max(1),
+                t_max: o.epochs,
+                eta_min: o.eta_min,
+            }),
+            None => Schedule::Cosine {
+                eta_min: o.eta_min,
+                total,
+            },
+        }
+    }
+
+    fn lr(&self, initial: f64, iter: usize) -> f64 {
+        match self {
+            Schedule::Cosine { eta_min, total } => cosine_lr(initial, *eta_min, iter, *total),
+            Schedule::Warmup(s) => warmup_cosine_lr(initial, s, iter),
+        }
+    }
 }
 
 /// Trains (or resumes) a run on the dataset at `dataset`. `cfg` is required for a new run and
@@ -210,19 +380,20 @@ pub fn train(dataset: &Path, cfg: Option<&TrainConfig>, opts: &RunOptions) -> Re
     let mut ds = Dataset::open(dataset)?;
     let classes = ds.taxonomy().len();
     let d = &cfg.data;
-    let train = load_split(&ds, &d.train_split, true)?;
-    let val = load_split(&ds, &d.val_split, false)?;
-    if train.items.is_empty() {
+    let train = load_clips(&ds, &cfg, &d.train_split, true)?;
+    let val = load_clips(&ds, &cfg, &d.val_split, false)?;
+    if train.set.is_empty() {
         return Err(TrainError::Invalid(format!(
-            "{}: split {} has no labelled clip with keypoints",
+            "{}: split {} has no labelled clip with {}",
             dataset.display(),
-            d.train_split
+            d.train_split,
+            if cfg.is_video() { "frames" } else { "keypoints" }
         )));
     }
-    for it in &train.items {
-        if it.label.is_some_and(|l| l as usize >= classes) {
+    for i in 0..train.set.len() {
+        if train.set.label(i).is_some_and(|l| l as usize >= classes) {
             return Err(TrainError::Sample {
-                clip_id: it.clip_id.clone(),
+                clip_id: train.set.clip_id(i).to_string(),
                 message: format!("label beyond the taxonomy's {classes} classes"),
             });
         }
@@ -237,17 +408,17 @@ pub fn train(dataset: &Path, cfg: Option<&TrainConfig>, opts: &RunOptions) -> Re
             .cloned()
             .collect::<Vec<_>>(),
     );
-    let pipeline = Arc::new(Pipeline::new(d.clone(), cfg.skeleton()?));
     let net = build_net(&cfg, classes, &opts.device)?;
     let seed = cfg.run.seed;
-    let ipe = (train.items.len() * d.repeat).div_ceil(d.batch_size);
+    let ipe = (train.set.len() * d.repeat).div_ceil(d.batch_size);
     let total = ipe * cfg.optim.epochs;
-    let mut sgd = Sgd::new(cfg.optim.momentum, cfg.optim.weight_decay);
+    let mut optimizer = Optimizer::new(&cfg);
+    let schedule = Schedule::new(&cfg, ipe, total);
     let mut best: Option<ValRecord> = None;
     let mut iter = 0usize;
     let mut init_report = None;
     if opts.resume {
-        let st = load_last(&last_path, &net, &mut sgd)?;
+        let st = load_last(&last_path, &net, &mut optimizer)?;
         if st.iters_per_epoch != ipe || st.total_iters != total || st.seed != seed {
             return Err(TrainError::Checkpoint {
                 path: last_path.clone(),
@@ -270,7 +441,11 @@ pub fn train(dataset: &Path, cfg: Option<&TrainConfig>, opts: &RunOptions) -> Re
                 .is_some_and(|i| i as usize <= iter)
         })?;
     } else {
-        init_reference(&net.vm, seed)?;
+        if cfg.is_video() {
+            init_swin(&net.vm, seed)?;
+        } else {
+            init_reference(&net.vm, seed)?;
+        }
         if let Some(p) = &cfg.model.init {
             let sd = StateDict::read(p)?;
             let rep = load_matching(&net.vm, &sd)?;
@@ -283,8 +458,8 @@ pub fn train(dataset: &Path, cfg: Option<&TrainConfig>, opts: &RunOptions) -> Re
     let started = Instant::now();
     let start_iter = iter;
     let mut finished = iter >= total;
-    let train_items = Arc::new(train.items);
-    let val_items = Arc::new(val.items);
+    let train_items = train.set;
+    let val_items = val.set;
     let _autocast = crate::nn::ops3d::autocast(cfg.amp_dtype());
     while iter < total {
         let epoch = iter / ipe;
@@ -296,8 +471,8 @@ pub fn train(dataset: &Path, cfg: Option<&TrainConfig>, opts: &RunOptions) -> Re
             epoch as u64,
         ));
         let make = {
-            let (order, items, pipeline) = (order.clone(), train_items.clone(), pipeline.clone());
-            Arc::new(move |b: usize| train_batch(&order[b], &items, &pipeline, seed, epoch as u64))
+            let (order, items) = (order.clone(), train_items.clone());
+            Arc::new(move |b: usize| train_batch(&order[b], items.as_ref(), seed, epoch as u64))
         };
         let loader = Loader::spawn(iter % ipe, ipe, d.workers, d.prefetch, make);
         let mut wait = Instant::now();
@@ -305,12 +480,11 @@ pub fn train(dataset: &Path, cfg: Option<&TrainConfig>, opts: &RunOptions) -> Re
             let batch = batch?;
             let data_time = wait.elapsed().as_secs_f64();
             let t0 = Instant::now();
-            let lr = cosine_lr(cfg.optim.lr, cfg.optim.eta_min, iter, total);
+            let lr = schedule.lr(cfg.optim.lr, iter);
             let x = Tensor::from_vec(batch.data, batch.shape.to_vec(), &Device::Cpu)?
                 .to_device(&opts.device)?;
             let y = Tensor::new(batch.labels.as_slice(), &opts.device)?;
             net.model
-                .head
                 .set_dropout_seed(mix(mix(seed, stream::DROPOUT), iter as u64))?;
             let logits = net.model.forward_t(&x, true)?;
             let loss = cross_entropy(&logits, &y, cfg.optim.label_smoothing)?;
@@ -322,7 +496,13 @@ pub fn train(dataset: &Path, cfg: Option<&TrainConfig>, opts: &RunOptions) -> Re
                 )));
             }
             let grads = loss.backward()?;
-            let step = sgd.step(&net.params, &grads, lr, cfg.optim.grad_clip)?;
+            let step = optimizer.step(
+                &net.params,
+                &grads,
+                cfg.optim.lr,
+                |initial| schedule.lr(initial, iter),
+                cfg.optim.grad_clip,
+            )?;
             drop(grads);
             iter += 1;
             let rec = IterRecord {
@@ -343,7 +523,7 @@ pub fn train(dataset: &Path, cfg: Option<&TrainConfig>, opts: &RunOptions) -> Re
                 if !val_items.is_empty()
                     && (e % cfg.run.val_every.max(1) == 0 || e == cfg.optim.epochs)
                 {
-                    let (rec, probs) = validate(&net.model, &val_items, &pipeline, opts, e, iter)?;
+                    let (rec, probs) = validate(&net.model, &val_items, d, opts, e, iter)?;
                     write_line(&mut val_file, &out.join("val.jsonl"), &rec)?;
                     if opts.progress {
                         eprintln!(
@@ -359,19 +539,19 @@ pub fn train(dataset: &Path, cfg: Option<&TrainConfig>, opts: &RunOptions) -> Re
                         best = Some(rec.clone());
                         let st = state(iter, ipe, total, seed, best.clone());
                         save(&net, None, &st, &out.join("best.safetensors"))?;
-                        write_scores(&out.join("val_scores.json"), &val_items, &probs, &rec)?;
+                        write_scores(&out.join("val_scores.json"), val_items.as_ref(), &probs, &rec)?;
                     }
                     val_log.push(rec);
                 }
                 let st = state(iter, ipe, total, seed, best.clone());
-                save(&net, Some(&sgd), &st, &last_path)?;
+                save(&net, Some(&optimizer), &st, &last_path)?;
             }
             let stop =
                 opts.stop.load(Ordering::SeqCst) || opts.stop_after.is_some_and(|s| iter >= s);
             if stop && iter < total {
                 if iter % ipe != 0 {
                     let st = state(iter, ipe, total, seed, best.clone());
-                    save(&net, Some(&sgd), &st, &last_path)?;
+                    save(&net, Some(&optimizer), &st, &last_path)?;
                 }
                 if opts.progress {
                     eprintln!(
@@ -443,8 +623,7 @@ fn state(iter: usize, ipe: usize, total: usize, seed: u64, best: Option<ValRecor
 /// One training batch: item `i` at epoch position `p` draws from `sample_rng(seed, epoch, p)`.
 fn train_batch(
     slots: &[(usize, usize)],
-    items: &[PoseItem],
-    pipeline: &Pipeline,
+    set: &dyn ClipSet,
     seed: u64,
     epoch: u64,
 ) -> Result<Batch> {
@@ -452,33 +631,25 @@ fn train_batch(
     let mut labels = Vec::with_capacity(slots.len());
     let mut idx = Vec::with_capacity(slots.len());
     for &(pos, i) in slots {
-        let item = &items[i];
         let mut rng = sample_rng(seed, epoch, pos);
-        vols.push(pipeline.train_volume(item, &mut rng)?);
-        labels.push(item.label.unwrap_or(0));
+        vols.push(set.train_volume(i, &mut rng)?);
+        labels.push(set.label(i).unwrap_or(0));
         idx.push(i);
     }
-    let c = &pipeline.cfg;
-    data::stack(
-        idx,
-        vols,
-        labels,
-        [pipeline.channels, c.clip_len, c.train_size, c.train_size],
-    )
+    data::stack(idx, vols, labels, set.train_shape())
 }
 
 /// One validation pass (1 clip, no flip), probabilities per clip; top-1 and mean class accuracy
 /// over the labelled clips (pyskl `top_k_accuracy`, `mean_class_accuracy`).
 fn validate(
-    model: &PoseC3D,
-    items: &Arc<Vec<PoseItem>>,
-    pipeline: &Arc<Pipeline>,
+    model: &Recognizer,
+    items: &Arc<dyn ClipSet>,
+    c: &crate::train::config::DataConfig,
     opts: &RunOptions,
     epoch: usize,
     iter: usize,
 ) -> Result<(ValRecord, Vec<Vec<f32>>)> {
     let t0 = Instant::now();
-    let c = &pipeline.cfg;
     let bs = c.val_batch_size.max(1);
     let chunks: Arc<Vec<Vec<usize>>> = Arc::new(
         (0..items.len())
@@ -488,21 +659,15 @@ fn validate(
             .collect(),
     );
     let make = {
-        let (chunks, items, pipeline) = (chunks.clone(), items.clone(), pipeline.clone());
+        let (chunks, items) = (chunks.clone(), items.clone());
         Arc::new(move |b: usize| {
             let idx = chunks[b].clone();
             let vols = idx
                 .iter()
-                .map(|&i| pipeline.val_volume(&items[i]))
+                .map(|&i| items.val_volume(i))
                 .collect::<Result<Vec<_>>>()?;
-            let labels = idx.iter().map(|&i| items[i].label.unwrap_or(0)).collect();
-            let p = &pipeline.cfg;
-            data::stack(
-                idx,
-                vols,
-                labels,
-                [pipeline.channels, p.clip_len, p.val_size, p.val_size],
-            )
+            let labels = idx.iter().map(|&i| items.label(i).unwrap_or(0)).collect();
+            data::stack(idx, vols, labels, items.val_shape())
         })
     };
     let mut probs = vec![Vec::new(); items.len()];
@@ -516,7 +681,8 @@ fn validate(
             probs[i] = row;
         }
     }
-    let (top1, mca, _) = accuracy(items, &probs);
+    let labels: Vec<Option<u32>> = (0..items.len()).map(|i| items.label(i)).collect();
+    let (top1, mca, _) = accuracy(&labels, &probs);
     Ok((
         ValRecord {
             epoch,
@@ -530,12 +696,13 @@ fn validate(
     ))
 }
 
-/// (top-1, mean class accuracy, labelled clips) of per-clip probabilities.
-pub fn accuracy(items: &[PoseItem], probs: &[Vec<f32>]) -> (f64, f64, usize) {
+/// (top-1, mean class accuracy, labelled clips) of per-clip probabilities; unlabelled clips
+/// (`None`) are left out.
+pub fn accuracy(labels: &[Option<u32>], probs: &[Vec<f32>]) -> (f64, f64, usize) {
     let mut per_class: BTreeMap<u32, (usize, usize)> = BTreeMap::new();
     let (mut right, mut n) = (0usize, 0usize);
-    for (it, p) in items.iter().zip(probs) {
-        let Some(label) = it.label else { continue };
+    for (label, p) in labels.iter().zip(probs) {
+        let Some(label) = *label else { continue };
         // first maximum, as numpy's argmax
         let pred = p
             .iter()
@@ -568,16 +735,14 @@ pub fn accuracy(items: &[PoseItem], probs: &[Vec<f32>]) -> (f64, f64, usize) {
     (top1, mca, n)
 }
 
-fn save(net: &Net, sgd: Option<&Sgd>, st: &TrainState, path: &Path) -> Result<()> {
+fn save(net: &Net, optimizer: Option<&Optimizer>, st: &TrainState, path: &Path) -> Result<()> {
     let mut t: BTreeMap<String, Tensor> = net
         .vars
         .iter()
         .map(|(k, v)| (k.clone(), v.as_detached_tensor()))
         .collect();
-    if let Some(sgd) = sgd {
-        for (k, b) in &sgd.buffers {
-            t.insert(format!("{MOMENTUM_PREFIX}{k}"), b.clone());
-        }
+    if let Some(o) = optimizer {
+        t.extend(o.state_tensors()?);
     }
     let json = serde_json::to_vec(st).map_err(|e| TrainError::Checkpoint {
         path: path.to_path_buf(),
@@ -591,7 +756,7 @@ fn save(net: &Net, sgd: Option<&Sgd>, st: &TrainState, path: &Path) -> Result<()
     std::fs::rename(&tmp, path).map_err(|e| TrainError::io(path, e))
 }
 
-fn load_last(path: &Path, net: &Net, sgd: &mut Sgd) -> Result<TrainState> {
+fn load_last(path: &Path, net: &Net, optimizer: &mut Optimizer) -> Result<TrainState> {
     let sd = StateDict::read(path)?;
     let bad = |message: String| TrainError::Checkpoint {
         path: path.to_path_buf(),
@@ -628,19 +793,7 @@ fn load_last(path: &Path, net: &Net, sgd: &mut Sgd) -> Result<TrainState> {
         }
         v.set(&t.to_dtype(v.dtype())?.to_device(v.device())?)?;
     }
-    sgd.buffers.clear();
-    for (k, t) in &sd.tensors {
-        if let Some(name) = k.strip_prefix(MOMENTUM_PREFIX) {
-            let p = net
-                .params
-                .get(name)
-                .ok_or_else(|| bad(format!("{k}: the model has no parameter {name}")))?;
-            sgd.buffers.insert(
-                name.to_string(),
-                t.to_dtype(p.dtype())?.to_device(p.device())?,
-            );
-        }
-    }
+    optimizer.load(&sd.tensors, &net.params, &bad)?;
     Ok(st)
 }
 
@@ -684,13 +837,13 @@ struct Scores {
 
 fn write_scores(
     path: &Path,
-    items: &[PoseItem],
+    items: &dyn ClipSet,
     probs: &[Vec<f32>],
     rec: &ValRecord,
 ) -> Result<()> {
     let s = Scores {
         val: rec.clone(),
-        clip_ids: items.iter().map(|i| i.clip_id.clone()).collect(),
+        clip_ids: (0..items.len()).map(|i| items.clip_id(i).to_string()).collect(),
         probs: probs.to_vec(),
     };
     let text = serde_json::to_string(&s).map_err(|e| TrainError::Invalid(e.to_string()))?;
@@ -795,20 +948,10 @@ fn hms(s: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dataset::Keypoints;
-
-    fn item(label: Option<u32>) -> PoseItem {
-        PoseItem {
-            clip_id: "c".into(),
-            label,
-            keypoints: Keypoints::zeros("imigue36", 1, 1, 36),
-            img_hw: (8, 8),
-        }
-    }
 
     #[test]
     fn accuracy_and_mean_class_accuracy() {
-        let items = [item(Some(0)), item(Some(0)), item(Some(1)), item(None)];
+        let items = [Some(0), Some(0), Some(1), None];
         let probs = vec![
             vec![0.9, 0.1],
             vec![0.2, 0.8],

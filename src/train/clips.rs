@@ -1,0 +1,181 @@
+//! What the training loop needs of a split, whatever the stream: how many clips, their ids and
+//! labels, and one training or validation volume `[C, T, H, W]` per clip. The PoseC3D heatmap
+//! pipeline and the Video Swin frame pipeline both provide it.
+
+use std::sync::Arc;
+
+use rand_chacha::ChaCha8Rng;
+
+use super::config::TrainConfig;
+use super::data::{load_split, Pipeline, PoseItem};
+use super::Result;
+use crate::store::Dataset;
+
+/// A split as a run uses it, with the clips left out and why.
+pub struct LoadedSplit {
+    pub set: Arc<dyn ClipSet>,
+    pub skipped: Vec<String>,
+    /// Assumptions made about the data (missing frame sizes).
+    pub notes: Vec<String>,
+}
+
+/// The clips of split `split` for the stream `cfg` trains: keypoints through the PoseC3D
+/// pipeline, or frames through the Video Swin one.
+pub fn load_clips(
+    ds: &Dataset,
+    cfg: &TrainConfig,
+    split: &str,
+    labelled_only: bool,
+) -> Result<LoadedSplit> {
+    if cfg.is_video() {
+        return load_video(ds, cfg, split, labelled_only);
+    }
+    let s = load_split(ds, split, labelled_only)?;
+    Ok(LoadedSplit {
+        set: Arc::new(PoseSet {
+            items: s.items,
+            pipeline: Pipeline::new(cfg.data.clone(), cfg.skeleton()?),
+        }),
+        skipped: s.skipped,
+        notes: s.notes,
+    })
+}
+
+#[cfg(feature = "video")]
+fn load_video(
+    ds: &Dataset,
+    cfg: &TrainConfig,
+    split: &str,
+    labelled_only: bool,
+) -> Result<LoadedSplit> {
+    use crate::nn::video_views::{IMAGENET_MEAN, IMAGENET_STD};
+    use crate::train::video_data::{load_video_split, VideoPipelineConfig};
+    let d = &cfg.data;
+    let source = d.source.as_deref().unwrap_or("rgb");
+    let s = load_video_split(ds, split, source, labelled_only)?;
+    let pipeline = VideoPipelineConfig {
+        clip_len: d.clip_len,
+        frame_interval: d.frame_interval.unwrap_or(2),
+        resize_short: d.resize_short,
+        size: d.train_size,
+        crop_area: d.crop_area,
+        crop_aspect: d.crop_aspect,
+        flip: d.flip,
+        mean: d.mean.unwrap_or(IMAGENET_MEAN),
+        std: d.std.unwrap_or(IMAGENET_STD),
+    };
+    Ok(LoadedSplit {
+        set: Arc::new(VideoSet {
+            items: s.items,
+            pipeline,
+        }),
+        skipped: s.skipped,
+        notes: Vec::new(),
+    })
+}
+
+#[cfg(not(feature = "video"))]
+fn load_video(_: &Dataset, cfg: &TrainConfig, _: &str, _: bool) -> Result<LoadedSplit> {
+    Err(super::TrainError::Invalid(format!(
+        "model.arch {}: training on video frames needs a build with the `video` feature",
+        cfg.model.arch
+    )))
+}
+
+pub trait ClipSet: Send + Sync {
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    fn clip_id(&self, i: usize) -> &str;
+    fn label(&self, i: usize) -> Option<u32>;
+    /// One random training view of clip `i`, drawn from `rng` alone.
+    fn train_volume(&self, i: usize, rng: &mut ChaCha8Rng) -> Result<Vec<f32>>;
+    fn val_volume(&self, i: usize) -> Result<Vec<f32>>;
+    fn train_shape(&self) -> [usize; 4];
+    fn val_shape(&self) -> [usize; 4];
+}
+
+/// A split's keypoint clips through the PoseC3D pipeline.
+pub struct PoseSet {
+    pub items: Vec<PoseItem>,
+    pub pipeline: Pipeline,
+}
+
+impl ClipSet for PoseSet {
+    fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    fn clip_id(&self, i: usize) -> &str {
+        &self.items[i].clip_id
+    }
+
+    fn label(&self, i: usize) -> Option<u32> {
+        self.items[i].label
+    }
+
+    fn train_volume(&self, i: usize, rng: &mut ChaCha8Rng) -> Result<Vec<f32>> {
+        self.pipeline.train_volume(&self.items[i], rng)
+    }
+
+    fn val_volume(&self, i: usize) -> Result<Vec<f32>> {
+        self.pipeline.val_volume(&self.items[i])
+    }
+
+    fn train_shape(&self) -> [usize; 4] {
+        let c = &self.pipeline.cfg;
+        [self.pipeline.channels, c.clip_len, c.train_size, c.train_size]
+    }
+
+    fn val_shape(&self) -> [usize; 4] {
+        let c = &self.pipeline.cfg;
+        [self.pipeline.channels, c.clip_len, c.val_size, c.val_size]
+    }
+}
+
+#[cfg(feature = "video")]
+pub use video::VideoSet;
+
+#[cfg(feature = "video")]
+mod video {
+    use super::*;
+    use crate::train::video_data::{VideoItem, VideoPipelineConfig};
+
+    /// A split's clips as frames (RGB, or an extracted Taylor / flow / depth video) through
+    /// the Video Swin pipeline.
+    pub struct VideoSet {
+        pub items: Vec<VideoItem>,
+        pub pipeline: VideoPipelineConfig,
+    }
+
+    impl ClipSet for VideoSet {
+        fn len(&self) -> usize {
+            self.items.len()
+        }
+
+        fn clip_id(&self, i: usize) -> &str {
+            &self.items[i].clip_id
+        }
+
+        fn label(&self, i: usize) -> Option<u32> {
+            self.items[i].label
+        }
+
+        fn train_volume(&self, i: usize, rng: &mut ChaCha8Rng) -> Result<Vec<f32>> {
+            self.pipeline.train_volume(&self.items[i], rng)
+        }
+
+        fn val_volume(&self, i: usize) -> Result<Vec<f32>> {
+            self.pipeline.val_volume(&self.items[i])
+        }
+
+        fn train_shape(&self) -> [usize; 4] {
+            self.pipeline.train_shape()
+        }
+
+        fn val_shape(&self) -> [usize; 4] {
+            self.pipeline.train_shape()
+        }
+    }
+}
