@@ -109,7 +109,9 @@ fn plan(ds: &Dataset, s: &Sample, opts: &Options, videos: &[crate::dataset::Vide
                 .iter()
                 .find(|v| v.vid == s.video)
                 .and_then(|v| ds.media_path(v)),
-            frames: (s.start as usize..=s.end as usize).step_by(stride).collect(),
+            frames: (s.start as usize..=s.end as usize)
+                .step_by(stride)
+                .collect(),
             what: format!("media of video {}", s.video),
         },
         Source::Extracted(m) => {

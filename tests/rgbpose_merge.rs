@@ -19,7 +19,9 @@ use mgscope::train::init::named_vars;
 /// Every tensor of a freshly built model set to seeded values of a plausible size (BatchNorm
 /// variances positive), so that no branch of the network is trivially zero.
 fn randomise(vm: &VarMap, seed: u64) -> BTreeMap<String, Tensor> {
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     let mut next = move || {
         state = state
             .wrapping_mul(6364136223846793005)
@@ -85,8 +87,11 @@ fn merged_rgbpose_starts_as_the_two_single_stream_networks() {
         ..Config::posec3d_joint36()
     };
     let pose_vm = VarMap::new();
-    let pose_net = PoseC3D::new(&pose_cfg, VarBuilder::from_varmap(&pose_vm, DType::F32, &dev))
-        .expect("pose net");
+    let pose_net = PoseC3D::new(
+        &pose_cfg,
+        VarBuilder::from_varmap(&pose_vm, DType::F32, &dev),
+    )
+    .expect("pose net");
     let pose_sd = randomise(&pose_vm, 2);
     let (rp, pp, mp) = (
         tmp.path().join("rgb.safetensors"),
@@ -132,9 +137,11 @@ fn merged_rgbpose_starts_as_the_two_single_stream_networks() {
     // Strictly loadable, and the heads reproduce the single-stream networks.
     let (model, _) =
         Model::from_state_dict("rgbpose-conv3d", &merged, true, DType::F32, &dev).expect("load");
-    let rgb_x = lcg_input(&[1, 3, 8, 32, 32], 7);
+    let rgb_x = lcg_input(&[1, 3, 8, 64, 64], 7);
     let pose_x = lcg_input(&[1, 36, 32, 16, 16], 9);
-    let out = model.forward(&[rgb_x.clone(), pose_x.clone()]).expect("fused forward");
+    let out = model
+        .forward(&[rgb_x.clone(), pose_x.clone()])
+        .expect("fused forward");
     let want_rgb = rgb_net.forward_t(&rgb_x, false).expect("rgb forward");
     let want_pose = pose_net.forward_t(&pose_x, false).expect("pose forward");
     let (d_rgb, d_pose) = (
@@ -149,7 +156,10 @@ fn merged_rgbpose_starts_as_the_two_single_stream_networks() {
         .and_then(|t| t.to_scalar::<f32>())
         .expect("scale");
     assert!(scale > 1e-3, "logits not trivially zero ({scale})");
-    assert!(d_rgb <= 1e-4 * scale.max(1.0), "rgb head differs by {d_rgb}");
+    assert!(
+        d_rgb <= 1e-4 * scale.max(1.0),
+        "rgb head differs by {d_rgb}"
+    );
     assert!(d_pose <= 1e-4, "pose head differs by {d_pose}");
 
     // Checkpoints that are not the two pathways are refused by name.

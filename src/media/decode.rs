@@ -216,8 +216,8 @@ pub struct VideoReader {
     stream_index: usize,
     index: FrameIndex,
     scaler: Option<(scaling::Context, format::Pixel, u32, u32)>,
-    /// The parallel converter for the current frame geometry, when the format allows bands.
-    bands: Option<BandConverter>,
+    /// The multi-threaded converter for the current frame geometry, when swscale has threads.
+    threaded: Option<ThreadedConverter>,
     /// Index of the last frame returned when the decoder is positioned right after it.
     cursor: Option<usize>,
     /// Frames decoded but not yet asked for (the decoder can hand out several per packet).
@@ -260,7 +260,7 @@ impl VideoReader {
             stream_index,
             index,
             scaler: None,
-            bands: None,
+            threaded: None,
             cursor: None,
             pending: Default::default(),
             eof_sent: false,
@@ -432,11 +432,11 @@ impl VideoReader {
 
     fn convert_rgb(&mut self, f: &frame::Video, index: usize) -> Result<RgbFrame> {
         let (w, h, fmt) = (f.width(), f.height(), f.format());
-        let fits = |b: &BandConverter| b.fmt == fmt && b.w == w && b.h == h;
-        if !self.bands.as_ref().is_some_and(fits) {
-            self.bands = BandConverter::new(fmt, w, h, &self.path)?;
+        let fits = |b: &ThreadedConverter| b.fmt == fmt && b.w == w && b.h == h;
+        if !self.threaded.as_ref().is_some_and(fits) {
+            self.threaded = ThreadedConverter::new(fmt, w, h, &self.path)?;
         }
-        let data = match self.bands.as_mut() {
+        let data = match self.threaded.as_mut() {
             Some(b) => b.run(f, &self.path)?,
             None => self.convert_whole(f)?,
         };
@@ -501,149 +501,98 @@ impl VideoReader {
     }
 }
 
-/// YUV → RGB24 in horizontal bands converted in parallel, one swscale context per band, each
-/// writing straight into its rows of the output. The ffmpeg CLI slices its converter across
-/// threads the same way; for a same-size conversion swscale takes its unscaled path, which
-/// works on whole chroma rows, so bands that start on a chroma row give the same pixels as one
-/// call (the decode tests compare every frame with `ffmpeg -pix_fmt rgb24`).
-struct BandConverter {
+/// YUV → RGB24 with libswscale's own slice threads (its `threads` option, FFmpeg ≥ 5.0), the
+/// way the ffmpeg CLI's auto-inserted converter runs (`vf_scale` sets the filter graph's thread
+/// count), so the pixels are `ffmpeg -pix_fmt rgb24`'s. (Cutting the frame into bands with a
+/// context each is not exact: where swscale takes its scaled path it filters chroma across
+/// rows, and a band edge changes the neighbours.)
+struct ThreadedConverter {
+    ctx: *mut ffmpeg::ffi::SwsContext,
     fmt: format::Pixel,
     w: u32,
     h: u32,
-    bands: Vec<Band>,
-    /// Vertical chroma subsampling of the planar format (rows of plane 1 and 2 are
-    /// `y >> log2_chroma_h`).
-    log2_chroma_h: u32,
-    planar: bool,
 }
 
-struct Band {
-    ctx: scaling::Context,
-    y0: u32,
-    rows: u32,
-}
+// SAFETY: the context is owned by one reader and used from one thread at a time; swscale
+// keeps no thread-local state between calls.
+unsafe impl Send for ThreadedConverter {}
 
-/// A raw pointer that may cross to a worker thread for the duration of one conversion.
-#[derive(Clone, Copy)]
-struct SendPtr<T>(*mut T);
-// SAFETY: each band's context, source rows and output rows are touched by exactly one thread,
-// and `BandConverter::run` joins all of them before it returns.
-unsafe impl<T> Send for SendPtr<T> {}
-unsafe impl<T> Sync for SendPtr<T> {}
-
-impl<T> SendPtr<T> {
-    // A method, so closures capture the wrapper and not its raw field.
-    fn get(self) -> *mut T {
-        self.0
+impl Drop for ThreadedConverter {
+    fn drop(&mut self) {
+        // SAFETY: allocated by sws_alloc_context, freed once.
+        unsafe { ffmpeg::ffi::sws_freeContext(self.ctx) };
     }
 }
 
-impl BandConverter {
-    /// None for formats that do not cut into bands (palettes, bitstreams, hardware frames),
-    /// small frames, or a single core.
-    fn new(fmt: format::Pixel, w: u32, h: u32, path: &Path) -> Result<Option<BandConverter>> {
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8) as u32;
-        let av: ffmpeg::ffi::AVPixelFormat = fmt.into();
-        // SAFETY: av_pix_fmt_desc_get returns a pointer into libavutil's static table or null.
-        let desc = unsafe { ffmpeg::ffi::av_pix_fmt_desc_get(av) };
-        if desc.is_null() || threads < 2 || h < 64 {
+impl ThreadedConverter {
+    /// None where there is one core, or where this libswscale has no `threads` option (the
+    /// caller converts on one thread).
+    fn new(fmt: format::Pixel, w: u32, h: u32, path: &Path) -> Result<Option<ThreadedConverter>> {
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(8);
+        if threads < 2 {
             return Ok(None);
         }
-        // SAFETY: non-null, static.
-        let (flags, log2_chroma_h) = unsafe { ((*desc).flags, u32::from((*desc).log2_chroma_h)) };
-        let refuse = (ffmpeg::ffi::AV_PIX_FMT_FLAG_PAL
-            | ffmpeg::ffi::AV_PIX_FMT_FLAG_BITSTREAM
-            | ffmpeg::ffi::AV_PIX_FMT_FLAG_HWACCEL) as u64;
-        if flags & refuse != 0 {
+        // SAFETY: plain allocation; checked for null.
+        let ctx = unsafe { ffmpeg::ffi::sws_alloc_context() };
+        if ctx.is_null() {
             return Ok(None);
         }
-        let planar = flags & ffmpeg::ffi::AV_PIX_FMT_FLAG_PLANAR as u64 != 0;
-        // Band heights a multiple of 16 rows: whole chroma rows for any subsampling.
-        let step = h.div_ceil(threads).div_ceil(16) * 16;
-        let mut bands = Vec::new();
-        let mut y0 = 0;
-        while y0 < h {
-            let rows = step.min(h - y0);
-            let ctx = scaling::Context::get(
-                fmt,
-                w,
-                rows,
-                format::Pixel::RGB24,
-                w,
-                rows,
-                scaling::Flags::BICUBIC,
-            )
-            .map_err(ff(path, "creating the RGB converter"))?;
-            bands.push(Band { ctx, y0, rows });
-            y0 += rows;
+        let conv = ThreadedConverter { ctx, fmt, w, h };
+        let src: ffmpeg::ffi::AVPixelFormat = fmt.into();
+        let dst: ffmpeg::ffi::AVPixelFormat = format::Pixel::RGB24.into();
+        let opts: [(&std::ffi::CStr, i64); 8] = [
+            (c"srcw", i64::from(w)),
+            (c"srch", i64::from(h)),
+            (c"src_format", src as i64),
+            (c"dstw", i64::from(w)),
+            (c"dsth", i64::from(h)),
+            (c"dst_format", dst as i64),
+            (c"sws_flags", ffmpeg::ffi::SWS_BICUBIC as i64),
+            (c"threads", threads as i64),
+        ];
+        for (name, value) in opts {
+            // SAFETY: a live SwsContext (an AVClass object) and a NUL-terminated name.
+            let r = unsafe { ffmpeg::ffi::av_opt_set_int(ctx.cast(), name.as_ptr(), value, 0) };
+            if r < 0 {
+                return Ok(None);
+            }
         }
-        Ok(Some(BandConverter {
-            fmt,
-            w,
-            h,
-            bands,
-            log2_chroma_h,
-            planar,
-        }))
+        // SAFETY: the options above describe a complete conversion.
+        let r = unsafe {
+            ffmpeg::ffi::sws_init_context(ctx, std::ptr::null_mut(), std::ptr::null_mut())
+        };
+        if r < 0 {
+            return Err(Error::format(
+                path,
+                "frames",
+                &format!("creating the RGB converter failed ({r})"),
+            ));
+        }
+        Ok(Some(conv))
     }
 
     fn run(&mut self, f: &frame::Video, path: &Path) -> Result<Vec<u8>> {
-        let (w, h) = (self.w as usize, self.h as usize);
-        let mut out = vec![0u8; w * h * 3];
-        let dst = SendPtr(out.as_mut_ptr());
-        // SAFETY: the frame is a decoded software frame of this converter's format and size.
-        let (planes, strides) = unsafe {
-            let raw = &*f.as_ptr();
-            (
-                raw.data.map(SendPtr),
-                raw.linesize,
-            )
-        };
-        let (planar, lch) = (self.planar, self.log2_chroma_h);
-        let failed = std::sync::atomic::AtomicBool::new(false);
-        std::thread::scope(|scope| {
-            for band in self.bands.iter_mut() {
-                let ctx = SendPtr(unsafe { band.ctx.as_mut_ptr() });
-                let (y0, rows) = (band.y0 as usize, band.rows as i32);
-                let failed = &failed;
-                scope.spawn(move || {
-                    let mut src = [std::ptr::null::<u8>(); 4];
-                    for (i, p) in planes.iter().enumerate().take(4) {
-                        if p.get().is_null() {
-                            continue;
-                        }
-                        let row = if planar && (i == 1 || i == 2) { y0 >> lch } else { y0 };
-                        // SAFETY: `row` is inside plane i of the frame (bands start on
-                        // chroma rows), so the offset stays within its allocation.
-                        src[i] = unsafe { p.get().offset(row as isize * strides[i] as isize) };
-                    }
-                    // SAFETY: the output rows y0..y0+rows belong to this band alone.
-                    let out_rows = unsafe { dst.get().add(y0 * w * 3) };
-                    let dst_planes = [out_rows, std::ptr::null_mut(), std::ptr::null_mut(), std::ptr::null_mut()];
-                    let dst_strides = [(w * 3) as i32, 0, 0, 0];
-                    // SAFETY: a context made for exactly this band's geometry, and pointers
-                    // valid for `rows` rows.
-                    let n = unsafe {
-                        ffmpeg::ffi::sws_scale(
-                            ctx.get(),
-                            src.as_ptr(),
-                            strides.as_ptr(),
-                            0,
-                            rows,
-                            dst_planes.as_ptr(),
-                            dst_strides.as_ptr(),
-                        )
-                    };
-                    if n != rows {
-                        failed.store(true, std::sync::atomic::Ordering::Relaxed);
-                    }
-                });
-            }
-        });
-        if failed.into_inner() {
-            return Err(Error::format(path, "frames", "swscale converted fewer rows than asked"));
+        let mut rgb = frame::Video::empty();
+        // SAFETY: a source frame of this context's size and format; the empty destination is
+        // allocated by swscale.
+        let r = unsafe { ffmpeg::ffi::sws_scale_frame(self.ctx, rgb.as_mut_ptr(), f.as_ptr()) };
+        if r < 0 {
+            return Err(Error::format(
+                path,
+                "frames",
+                &format!("converting to RGB failed ({r})"),
+            ));
         }
-        Ok(out)
+        let stride = rgb.stride(0);
+        let src = rgb.data(0);
+        let (wu, hu) = (self.w as usize, self.h as usize);
+        let mut data = Vec::with_capacity(wu * hu * 3);
+        for y in 0..hu {
+            data.extend_from_slice(&src[y * stride..y * stride + wu * 3]);
+        }
+        Ok(data)
     }
 }
 

@@ -87,7 +87,10 @@ pub fn merge_pretrained(
         let pads = s.len() == m.len()
             && s.len() >= 2
             && s[1] < m[1]
-            && s.iter().zip(&m).enumerate().all(|(i, (a, b))| i == 1 || a == b);
+            && s.iter()
+                .zip(&m)
+                .enumerate()
+                .all(|(i, (a, b))| i == 1 || a == b);
         if s == m {
             rep.copied += 1;
             out.insert(key.clone(), src);

@@ -125,7 +125,12 @@ impl ClipSet for PoseSet {
 
     fn train_shape(&self) -> [usize; 4] {
         let c = &self.pipeline.cfg;
-        [self.pipeline.channels, c.clip_len, c.train_size, c.train_size]
+        [
+            self.pipeline.channels,
+            c.clip_len,
+            c.train_size,
+            c.train_size,
+        ]
     }
 
     fn val_shape(&self) -> [usize; 4] {

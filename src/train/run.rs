@@ -235,7 +235,9 @@ impl Optimizer {
                 }
                 if !cfg.is_video() {
                     // PoseC3D has no position tables; norms still skip decay.
-                    groups.rules.retain(|r: &ParamRule| r.key == "backbone" || r.key == "norm");
+                    groups
+                        .rules
+                        .retain(|r: &ParamRule| r.key == "backbone" || r.key == "norm");
                 }
                 Optimizer::AdamW(AdamW::new(
                     o.lr,
@@ -387,7 +389,11 @@ pub fn train(dataset: &Path, cfg: Option<&TrainConfig>, opts: &RunOptions) -> Re
             "{}: split {} has no labelled clip with {}",
             dataset.display(),
             d.train_split,
-            if cfg.is_video() { "frames" } else { "keypoints" }
+            if cfg.is_video() {
+                "frames"
+            } else {
+                "keypoints"
+            }
         )));
     }
     for i in 0..train.set.len() {
@@ -539,7 +545,12 @@ pub fn train(dataset: &Path, cfg: Option<&TrainConfig>, opts: &RunOptions) -> Re
                         best = Some(rec.clone());
                         let st = state(iter, ipe, total, seed, best.clone());
                         save(&net, None, &st, &out.join("best.safetensors"))?;
-                        write_scores(&out.join("val_scores.json"), val_items.as_ref(), &probs, &rec)?;
+                        write_scores(
+                            &out.join("val_scores.json"),
+                            val_items.as_ref(),
+                            &probs,
+                            &rec,
+                        )?;
                     }
                     val_log.push(rec);
                 }
@@ -843,7 +854,9 @@ fn write_scores(
 ) -> Result<()> {
     let s = Scores {
         val: rec.clone(),
-        clip_ids: (0..items.len()).map(|i| items.clip_id(i).to_string()).collect(),
+        clip_ids: (0..items.len())
+            .map(|i| items.clip_id(i).to_string())
+            .collect(),
         probs: probs.to_vec(),
     };
     let text = serde_json::to_string(&s).map_err(|e| TrainError::Invalid(e.to_string()))?;

@@ -19,11 +19,11 @@ use super::{Result, TrainError};
 use crate::dataset::Split;
 use crate::extract::{output_path, Modality, OutFormat};
 use crate::media::decode::VideoReader;
-use crate::store::Dataset;
 use crate::modality::pose_pipeline::random_resized_crop_box;
 use crate::nn::video_views::{
     center_crop_box, crop_padded, resize_bilinear, sample_frames_test, short_side_size, Rgb,
 };
+use crate::store::Dataset;
 
 /// One clip of a video stream.
 #[derive(Debug, Clone)]
@@ -140,7 +140,12 @@ pub struct VideoPipelineConfig {
 /// mmaction2 `SampleFrames._get_train_clips` for one clip, then `out_of_bound_opt='loop'`:
 /// offset uniform in `[0, n − clip_len·interval]` when the clip is long enough, else 0
 /// (`avg_interval == 0` also gives offset 0).
-pub fn sample_frames_train(n: usize, clip_len: usize, interval: usize, rng: &mut ChaCha8Rng) -> Vec<usize> {
+pub fn sample_frames_train(
+    n: usize,
+    clip_len: usize,
+    interval: usize,
+    rng: &mut ChaCha8Rng,
+) -> Vec<usize> {
     if n == 0 {
         return Vec::new();
     }
@@ -232,13 +237,18 @@ impl VideoPipelineConfig {
             });
         }
         let (rw, rh) = short_side_size(w, h, self.resize_short);
-        let bx = random_resized_crop_box(rh as i64, rw as i64, self.crop_area, self.crop_aspect, rng)
-            .map_err(|e| TrainError::Invalid(e.to_string()))?;
+        let bx =
+            random_resized_crop_box(rh as i64, rw as i64, self.crop_area, self.crop_aspect, rng)
+                .map_err(|e| TrainError::Invalid(e.to_string()))?;
         let flip = rng.random::<f64>() < self.flip;
         let out: Vec<Rgb> = frames
             .iter()
             .map(|f| {
-                let mut v = resize_bilinear(&crop_padded(&resize_bilinear(f, rw, rh), bx), self.size, self.size);
+                let mut v = resize_bilinear(
+                    &crop_padded(&resize_bilinear(f, rw, rh), bx),
+                    self.size,
+                    self.size,
+                );
                 if flip {
                     flip_horizontal(&mut v);
                 }

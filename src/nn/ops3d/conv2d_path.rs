@@ -265,7 +265,9 @@ impl CustomOp3 for Conv3dGrad {
         _: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (gx, gk) = self.0.backward(&x.detach(), &kernel.detach(), &grad.detach())?;
+        let (gx, gk) = self
+            .0
+            .backward(&x.detach(), &kernel.detach(), &grad.detach())?;
         Ok((Some(gx), Some(gk), None))
     }
 }
