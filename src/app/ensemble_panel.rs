@@ -910,7 +910,7 @@ impl EnsemblePanel {
             let q = ((pos.x - rect.min.x) / cell) as usize;
             if let (Some(&t), Some(&p)) = (present.get(r), present.get(q)) {
                 resp.on_hover_text(format!(
-                    "truth {t} {} → predicted {p} {}: {} clips",
+                    "truth {t} {} -> predicted {p} {}: {} clips",
                     tax.name_of(t as u32),
                     tax.name_of(p as u32),
                     m.confusion[t][p]
