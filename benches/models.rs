@@ -139,7 +139,9 @@ fn parse_args() -> Res<Args> {
             "--device" => a.device = val()?,
             "--bench" => {}
             "--help" | "-h" => {
-                println!("models [--threads T] [--reps N] [--arch A,B] [--python PY] [--device cuda:0]");
+                println!(
+                    "models [--threads T] [--reps N] [--arch A,B] [--python PY] [--device cuda:0]"
+                );
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other}").into()),

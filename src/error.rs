@@ -30,6 +30,13 @@ pub enum Error {
         #[source]
         source: crate::pickle::PickleError,
     },
+    /// An ensemble preset that cannot be saved, found or read as asked.
+    #[error("{path}: {source}")]
+    Preset {
+        path: PathBuf,
+        #[source]
+        source: crate::store::PresetError,
+    },
     #[error("{0}")]
     Invalid(String),
     #[error("{0} not found")]

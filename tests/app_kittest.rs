@@ -1,6 +1,7 @@
 //! The real app driven through egui_kittest with its wgpu renderer (Mesa's lavapipe here): a
 //! tiny demo dataset with two stored score streams; selecting, stepping frames, relabeling
-//! from the keyboard, undo, the ensemble slider, and what the panes draw.
+//! from the keyboard, undo, the ensemble slider (a drag as one undo step, presets), and what the
+//! panes draw.
 #![cfg(feature = "gui")]
 
 use std::path::{Path, PathBuf};
@@ -75,6 +76,31 @@ fn demo_dataset(dir: &Path) -> PathBuf {
     ds.put_stream(&stream("shifted", &ids, &labels, 1, 2.0))
         .expect("stream");
     root
+}
+
+/// The engine's fusion of every stored stream over the val clips, as the Ensemble tab builds it.
+fn val_fusion(root: &Path) -> Fusion {
+    let ds = Dataset::open(root).expect("open");
+    let val = val_samples(&ds);
+    let streams = ds
+        .stream_names()
+        .expect("names")
+        .iter()
+        .map(|n| {
+            Stream::Single(
+                ds.load_stream(n)
+                    .expect("load")
+                    .to_stream()
+                    .expect("stream"),
+            )
+        })
+        .collect();
+    Fusion::new(
+        val.iter().map(|s| s.clip_id.clone()).collect(),
+        val.iter().map(|s| s.label).collect(),
+        streams,
+    )
+    .expect("fusion")
 }
 
 fn harness(root: &Path) -> Harness<'static, MgApp> {
@@ -161,27 +187,7 @@ fn moving_a_weight_slider_shows_the_engines_top1() {
     h.run_steps(3);
 
     // The engine's own figures for the weights the test sets.
-    let ds = Dataset::open(&root).expect("open");
-    let val = val_samples(&ds);
-    let streams = ds
-        .stream_names()
-        .expect("names")
-        .iter()
-        .map(|n| {
-            Stream::Single(
-                ds.load_stream(n)
-                    .expect("load")
-                    .to_stream()
-                    .expect("stream"),
-            )
-        })
-        .collect();
-    let fusion = Fusion::new(
-        val.iter().map(|s| s.clip_id.clone()).collect(),
-        val.iter().map(|s| s.label).collect(),
-        streams,
-    )
-    .expect("fusion");
+    let fusion = val_fusion(&root);
     let top1 = |w: &[f32]| {
         evaluate(&fusion.fused(w).expect("fused"), 32, fusion.labels())
             .expect("metrics")
@@ -254,6 +260,184 @@ fn moving_a_weight_slider_shows_the_engines_top1() {
         assert_eq!(h.state().ensemble_weights(), &r.tuned.weights[..]);
         assert_eq!(h.state().ensemble_top1(), Some(r.tuned.score));
     }
+}
+
+#[test]
+fn a_slider_drag_is_one_undo_step_and_a_preset_round_trips() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = demo_dataset(tmp.path());
+    let fusion = val_fusion(&root);
+    let engine = |w: &[f32]| {
+        evaluate(&fusion.fused(w).expect("fused"), 32, fusion.labels()).expect("metrics")
+    };
+    let names = fusion.stream_names().to_vec();
+    let good = names.iter().position(|n| n == "good").expect("good");
+    let shifted = 1 - good;
+    let mut h = harness(&root);
+    h.step();
+    h.get_by_label("Ensemble").click();
+    h.run_steps(3);
+    let before = h.state().ensemble_weights().to_vec();
+    assert_eq!(before, [0.5, 0.5]);
+
+    // Press on the good stream's rail, move in several steps, release.
+    let rail = h
+        .get_all_by_role(egui::accesskit::Role::Slider)
+        .collect::<Vec<_>>()[good]
+        .rect();
+    let at = |f: f32| egui::pos2(rail.left() + f * rail.width(), rail.center().y);
+    h.hover_at(at(0.5));
+    h.step();
+    h.drag_at(at(0.5));
+    h.step();
+    let mut seen = Vec::new();
+    for f in [0.4, 0.3, 0.2, 0.12] {
+        h.hover_at(at(f));
+        h.step();
+        let w = h.state().ensemble_weights()[good];
+        // The figures follow the pointer during the drag, not only at the release.
+        assert_eq!(
+            h.state().ensemble_top1(),
+            Some(engine(h.state().ensemble_weights()).top1)
+        );
+        seen.push(w);
+    }
+    h.drop_at(at(0.12));
+    h.run_steps(2);
+    seen.dedup();
+    assert!(
+        seen.len() >= 3,
+        "the drag should pass several values: {seen:?}"
+    );
+    let dragged = h.state().ensemble_weights().to_vec();
+    assert!(dragged[good] < 0.3, "{dragged:?}");
+    assert_eq!(dragged[shifted], 0.5);
+    assert_eq!(
+        h.state().ensemble_undo_depth(),
+        1,
+        "the whole drag is one step"
+    );
+    let shown = format!("top-1 {:.2} %", engine(&dragged).top1 * 100.0);
+    assert!(h.query_by_label_contains(&shown).is_some(), "{shown:?}");
+
+    // One Ctrl+Z restores the weight from before the drag, and the engine's top-1 with it.
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::Z);
+    h.run_steps(2);
+    assert_eq!(h.state().ensemble_weights(), &before[..]);
+    let equal = engine(&before);
+    assert_eq!(h.state().ensemble_top1(), Some(equal.top1));
+    let shown = format!(
+        "top-1 {:.2} % (+0.00 pts vs equal weights)",
+        equal.top1 * 100.0
+    );
+    assert!(h.query_by_label(&shown).is_some(), "{shown:?}");
+    assert!(h
+        .state()
+        .status()
+        .starts_with("undid weight of 'good' 0.50 ->"));
+    // Ctrl+Shift+Z brings the drag back as a whole.
+    h.key_press_modifiers(
+        egui::Modifiers::COMMAND.plus(egui::Modifiers::SHIFT),
+        egui::Key::Z,
+    );
+    h.run_steps(2);
+    assert_eq!(h.state().ensemble_weights(), &dragged[..]);
+
+    // Save these weights as a preset; the store has them and the figures compare with them.
+    h.get_by_label("Preset name").click();
+    h.run_steps(2);
+    h.get_by_label("Preset name").type_text("kit");
+    h.run_steps(2);
+    h.get_by_label("Save preset").click();
+    h.run_steps(2);
+    let saved = Dataset::open(&root)
+        .expect("open")
+        .load_preset("kit")
+        .expect("the preset is in the dataset");
+    let by_name = |w: &[f32]| {
+        names
+            .iter()
+            .zip(w)
+            .map(|(n, w)| mgscope::store::PresetTerm::stream(n.clone(), *w))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(saved.terms, by_name(&dragged));
+    assert!(saved.missing.is_empty());
+    assert_eq!(h.state().ensemble_compared_preset(), Some("kit"));
+    let at_kit = engine(&dragged);
+    assert!(h
+        .query_by_label(&format!(
+            "top-1 {:.2} % (+0.00 pts vs 'kit')",
+            at_kit.top1 * 100.0
+        ))
+        .is_some());
+
+    // Move the other stream: the change against the preset is the engine's difference.
+    h.get_all_by_role(egui::accesskit::Role::Slider)
+        .collect::<Vec<_>>()[shifted]
+        .set_value_accesskit(0.0);
+    h.run_steps(2);
+    let moved = h.state().ensemble_weights().to_vec();
+    assert_eq!(moved[shifted], 0.0);
+    assert_eq!(
+        h.state().ensemble_undo_depth(),
+        2,
+        "a set value is one step"
+    );
+    let now = engine(&moved);
+    for text in [
+        format!(
+            "top-1 {:.2} % ({:+.2} pts vs 'kit')",
+            now.top1 * 100.0,
+            (now.top1 - at_kit.top1) * 100.0
+        ),
+        format!(
+            "mean class acc {:.2} % ({:+.2} pts vs 'kit')",
+            now.mean_class_accuracy * 100.0,
+            (now.mean_class_accuracy - at_kit.mean_class_accuracy) * 100.0
+        ),
+    ] {
+        assert!(
+            h.query_by_label(&text).is_some(),
+            "the tab should read {text:?}"
+        );
+    }
+
+    // Compare with equal weights through the picker, pick the preset again, load it.
+    h.get_by_role(egui::accesskit::Role::ComboBox).click();
+    h.run_steps(2);
+    h.get_by_label("equal weights").click();
+    h.run_steps(2);
+    assert_eq!(h.state().ensemble_compared_preset(), None);
+    h.get_by_role(egui::accesskit::Role::ComboBox).click();
+    h.run_steps(2);
+    h.get_by_label("kit").click();
+    h.run_steps(2);
+    assert_eq!(h.state().ensemble_compared_preset(), Some("kit"));
+    assert_eq!(
+        h.state().ensemble_weights(),
+        &moved[..],
+        "choosing only compares"
+    );
+    h.get_by_label("Load").click();
+    h.run_steps(2);
+    assert_eq!(h.state().ensemble_weights(), &dragged[..]);
+    assert_eq!(h.state().ensemble_undo_depth(), 3, "a load is one step");
+    assert_eq!(h.state().ensemble_top1(), Some(at_kit.top1));
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::Z);
+    h.run_steps(2);
+    assert_eq!(h.state().ensemble_weights(), &moved[..]);
+    drop(h);
+
+    // A new window on the dataset compares with the preset loaded last and has the sliders
+    // where they were left.
+    let mut h = harness(&root);
+    h.step();
+    h.get_by_label("Ensemble").click();
+    h.run_steps(3);
+    assert_eq!(h.state().ensemble_compared_preset(), Some("kit"));
+    assert_eq!(h.state().ensemble_weights(), &moved[..]);
+    assert_eq!(h.state().ensemble_top1(), Some(now.top1));
 }
 
 #[test]

@@ -166,8 +166,18 @@ pub const COMMANDS: &[Command] = &[
         in_palette: false,
     },
     c(C::ToggleReviewed, "Toggle reviewed", &[key(Key::R)]),
-    c(C::Undo, "Undo", &[cmd(Key::Z)]),
-    c(C::Redo, "Redo", &[cmd(Key::Y), cmd_shift(Key::Z)]),
+    // One pair of keys for what the user is working on: the weights while the Ensemble tab is
+    // shown, the labels everywhere else (see `MgApp::undo_target`).
+    c(
+        C::Undo,
+        "Undo (Ensemble tab: weights; else labels)",
+        &[cmd(Key::Z)],
+    ),
+    c(
+        C::Redo,
+        "Redo (Ensemble tab: weights; else labels)",
+        &[cmd(Key::Y), cmd_shift(Key::Z)],
+    ),
     c(C::OpenDataset, "Open dataset…", &[cmd(Key::O)]),
     c(C::GenerateDemo, "Generate demo dataset", &[]),
     c(C::FocusFilter, "Filter the sample list", &[cmd(Key::F)]),
@@ -626,8 +636,13 @@ impl super::MgApp {
                     self.act(|ds, clip, who| ds.set_reviewed(clip, !r, who));
                 }
             }
-            C::Undo => self.undo_redo(true),
-            C::Redo => self.undo_redo(false),
+            C::Undo | C::Redo => {
+                let undo = id == C::Undo;
+                match self.undo_target() {
+                    super::UndoTarget::Weights => self.weights_undo_redo(undo),
+                    super::UndoTarget::Labels => self.undo_redo(undo),
+                }
+            }
             C::OpenDataset => self.open_dialog = true,
             C::GenerateDemo => self.demo_requested = true,
             C::FocusFilter => self.focus_filter = true,

@@ -112,6 +112,15 @@ pub struct MgApp {
     list_view: (f32, f32),
 }
 
+/// What Ctrl+Z and Ctrl+Shift+Z act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UndoTarget {
+    /// The label store's durable history (label, bounds, note, reviewed).
+    Labels,
+    /// The Ensemble tab's weight history.
+    Weights,
+}
+
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 enum Tab {
     #[default]
@@ -207,6 +216,21 @@ impl MgApp {
     /// The ensemble tab's weights, in stream order.
     pub fn ensemble_weights(&self) -> &[f32] {
         self.ensemble.weights()
+    }
+
+    /// How many weight changes Ctrl+Z can take back in the Ensemble tab.
+    pub fn ensemble_undo_depth(&self) -> usize {
+        self.ensemble.undo_depth()
+    }
+
+    /// The saved preset the Ensemble tab compares its figures with.
+    pub fn ensemble_compared_preset(&self) -> Option<&str> {
+        self.ensemble.compared_preset()
+    }
+
+    /// The status line's text.
+    pub fn status(&self) -> &str {
+        &self.status
     }
 
     fn open(&mut self, dir: &Path) {
@@ -351,6 +375,24 @@ impl MgApp {
             Err(e) => self.error = Some(e.to_string()),
         }
         self.reload();
+    }
+
+    /// The keys act on what the user is looking at: in the Ensemble tab the weights being
+    /// tuned, whose history is there to see; elsewhere the labels. The two histories never
+    /// chain into each other, so repeated Ctrl+Z in the Ensemble tab cannot reach past the
+    /// weights and silently change a label of a sample that is not on screen.
+    fn undo_target(&self) -> UndoTarget {
+        if self.tab == Tab::Ensemble {
+            UndoTarget::Weights
+        } else {
+            UndoTarget::Labels
+        }
+    }
+
+    fn weights_undo_redo(&mut self, undo: bool) {
+        if let Some(ds) = &self.dataset {
+            self.status = self.ensemble.undo_redo(ds, undo);
+        }
     }
 
     fn start_demo(&mut self, ctx: &egui::Context) {
@@ -563,7 +605,7 @@ impl MgApp {
                         }
                     }
                     Tab::Ensemble => {
-                        if let Some(ds) = &self.dataset {
+                        if let Some(ds) = self.dataset.as_mut() {
                             let tax = ds.taxonomy().clone();
                             egui::ScrollArea::vertical().show(ui, |ui| {
                                 if let Some(c) = self.ensemble.ui(ui, ds, &tax) {

@@ -563,3 +563,124 @@ fn escape_during_a_handle_drag_saves_nothing() {
     timeline_pass(&mut app, &ctx, 0.55, vec![]);
     assert_eq!(app.current().map(|s| (s.start, s.end)), Some((25, 59)));
 }
+
+/// Two 32-class streams over the one val clip (0001_1) that disagree, and the Ensemble tab
+/// loaded on them.
+fn app_with_streams() -> (tempfile::TempDir, MgApp) {
+    let (dir, mut app) = app();
+    let stream = |name: &str, favoured: usize| {
+        let mut probs = vec![0.01f32; 32];
+        probs[favoured] = 0.69;
+        crate::store::StoredStream {
+            name: name.into(),
+            classes: 32,
+            clip_ids: vec!["0001_1".into()],
+            probs,
+            source: "test".into(),
+            report: "{}".into(),
+        }
+    };
+    let ds = app.dataset.as_mut().expect("dataset");
+    // 0001_1 is labelled 1: "right" is right.
+    ds.put_stream(&stream("right", 1)).expect("stream");
+    ds.put_stream(&stream("wrong", 5)).expect("stream");
+    app.ensemble.load(ds, Split::Val);
+    assert_eq!(app.ensemble.weights(), &[0.5, 0.5]);
+    (dir, app)
+}
+
+fn edit(app: &mut MgApp, w: &[f32], what: &str) {
+    let ds = app.dataset.as_ref().expect("dataset");
+    app.ensemble.edit_weights(ds, w.to_vec(), what.into());
+}
+
+#[test]
+fn ctrl_z_undoes_weights_in_the_ensemble_tab_and_labels_elsewhere() {
+    let (_dir, mut app) = app_with_streams();
+    let ctx = egui::Context::default();
+    open(&mut app, "0001_1", &ctx);
+    app.relabel(7);
+    app.tab = Tab::Ensemble;
+    edit(&mut app, &[0.9, 0.1], "first");
+    edit(&mut app, &[0.2, 0.3], "second");
+    assert_eq!(app.ensemble_undo_depth(), 2);
+
+    let z = |app: &mut MgApp, id| app.run_command(id, None, &ctx);
+    z(&mut app, C::Undo);
+    assert_eq!(app.ensemble_weights(), &[0.9, 0.1]);
+    assert_eq!(app.status, "undid second");
+    z(&mut app, C::Undo);
+    assert_eq!(app.ensemble_weights(), &[0.5, 0.5]);
+    // The weights' history is exhausted: the label is not touched behind the user's back.
+    z(&mut app, C::Undo);
+    assert_eq!(app.ensemble_weights(), &[0.5, 0.5]);
+    assert!(
+        app.status.starts_with("no weight change to undo"),
+        "{}",
+        app.status
+    );
+    assert_eq!(app.current().and_then(|s| s.label), Some(7));
+    z(&mut app, C::Redo);
+    assert_eq!(app.ensemble_weights(), &[0.9, 0.1]);
+
+    // In the Label tab the same keys walk the label store.
+    app.tab = Tab::Label;
+    z(&mut app, C::Undo);
+    assert_eq!(app.current().and_then(|s| s.label), Some(1));
+    assert_eq!(app.ensemble_weights(), &[0.9, 0.1]);
+
+    // A new weight change drops the redo branch.
+    app.tab = Tab::Ensemble;
+    edit(&mut app, &[0.4, 0.4], "third");
+    z(&mut app, C::Redo);
+    assert_eq!(app.ensemble_weights(), &[0.4, 0.4]);
+    assert_eq!(app.ensemble_undo_depth(), 2);
+}
+
+#[test]
+fn another_split_keeps_the_weights_and_their_history() {
+    let (_dir, mut app) = app_with_streams();
+    edit(&mut app, &[0.8, 0.2], "tuned");
+    let ds = app.dataset.as_ref().expect("dataset");
+    app.ensemble.load(ds, Split::Val);
+    assert_eq!(app.ensemble_weights(), &[0.8, 0.2]);
+    assert_eq!(app.ensemble_undo_depth(), 1);
+}
+
+#[test]
+fn the_dataset_remembers_the_weights_and_the_last_loaded_preset() {
+    let (dir, mut app) = app_with_streams();
+    {
+        let ds = app.dataset.as_mut().expect("dataset");
+        ds.save_preset(
+            "kept",
+            &[
+                crate::store::PresetTerm::stream("right", 0.75),
+                crate::store::PresetTerm::stream("gone", 0.5),
+            ],
+            crate::store::SaveMode::CreateOnly,
+        )
+        .expect("save");
+    }
+    let ds = app.dataset.as_ref().expect("dataset");
+    app.ensemble.load_preset(ds, "kept");
+    // "wrong" is not in the preset: it took no part in that ensemble.
+    assert_eq!(app.ensemble_weights(), &[0.75, 0.0]);
+    assert_eq!(app.ensemble_compared_preset(), Some("kept"));
+    assert_eq!(app.ensemble_undo_depth(), 1);
+    edit(&mut app, &[0.6, 0.1], "after loading");
+
+    // A new window on the same dataset: compared with "kept", the sliders where they were left.
+    let mut again = MgApp::default();
+    again.open(dir.path());
+    assert_eq!(again.ensemble_compared_preset(), Some("kept"));
+    assert_eq!(again.ensemble_weights(), &[0.6, 0.1]);
+    assert_eq!(again.ensemble_undo_depth(), 0);
+
+    // Without working weights it opens on the preset itself.
+    let ds = again.dataset.as_mut().expect("dataset");
+    ds.set_working_weights(&[]).expect("forget the weights");
+    let mut third = MgApp::default();
+    third.open(dir.path());
+    assert_eq!(third.ensemble_weights(), &[0.75, 0.0]);
+}

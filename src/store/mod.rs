@@ -3,11 +3,16 @@
 //! WAL mode with `synchronous=FULL`: a change is acknowledged only after its transaction is
 //! durable, so neither a killed process nor a power cut loses it. Every user decision is one
 //! transaction that writes the new state and an event row; undo/redo walk that table, so they
-//! survive restarts.
+//! survive restarts. Ensemble weight presets and the Ensemble tab's working weights live here
+//! too (`presets`), so tuning is as durable as labelling.
 
+mod presets;
 mod schema;
 mod scores;
 
+pub use presets::{
+    LoadedPreset, PresetError, PresetInfo, PresetTerm, SaveMode, Saved, MAX_PRESET_NAME,
+};
 pub use scores::StoredStream;
 
 use std::collections::BTreeMap;

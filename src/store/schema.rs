@@ -85,6 +85,16 @@ const MIGRATIONS: &[&str] = &[
         probs BLOB NOT NULL,
         PRIMARY KEY(stream_id, clip_id)
     );",
+    // 3 → 4: named ensemble weight sets. One row per preset, its terms as JSON: a preset is
+    // written, read and deleted whole, composite terms nest (parts with sub-weights), and the
+    // stream names are deliberately not foreign keys, so a preset outlives the deletion or
+    // re-import of a stream it names (loading reports the missing ones).
+    "CREATE TABLE ensemble_presets(
+        name TEXT PRIMARY KEY CHECK(length(name) > 0),
+        weights_json TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL
+    );",
 ];
 
 pub const CURRENT_VERSION: i64 = MIGRATIONS.len() as i64;

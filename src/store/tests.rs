@@ -201,8 +201,8 @@ fn version_1_datasets_migrate_forward() {
     // Roll the file back to schema 1 as an older mgscope left it, then reopen.
     let conn = Connection::open(dir.path().join(DB_FILE)).expect("open");
     conn.execute_batch(
-        "DROP TABLE score_rows; DROP TABLE score_streams; DROP TABLE video_cache;
-         PRAGMA user_version = 1;",
+        "DROP TABLE ensemble_presets; DROP TABLE score_rows; DROP TABLE score_streams;
+         DROP TABLE video_cache; PRAGMA user_version = 1;",
     )
     .expect("downgrade");
     drop(conn);
@@ -211,4 +211,291 @@ fn version_1_datasets_migrate_forward() {
     assert_eq!(ds.samples().map(|s| s.len()).ok(), Some(3));
     ds.cache_put("0001", "k", "s", b"1")
         .expect("new table works");
+}
+
+fn small_stream(name: &str) -> StoredStream {
+    StoredStream {
+        name: name.into(),
+        classes: 2,
+        clip_ids: vec!["0001_0".into(), "0001_1".into()],
+        probs: vec![0.9, 0.1, 0.2, 0.8],
+        source: "test".into(),
+        report: "{}".into(),
+    }
+}
+
+/// The named reason inside a preset error, or a panic naming what came back instead.
+fn preset_error<T: std::fmt::Debug>(r: Result<T>) -> PresetError {
+    match r {
+        Err(Error::Preset { source, .. }) => source,
+        other => panic!("expected a preset error, got {other:?}"),
+    }
+}
+
+#[test]
+fn newer_schema_names_both_versions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    drop(dataset_with_samples(dir.path()));
+    let next = schema::CURRENT_VERSION + 1;
+    let conn = Connection::open(dir.path().join(DB_FILE)).expect("open");
+    conn.pragma_update(None, "user_version", next)
+        .expect("bump");
+    drop(conn);
+    let err = Dataset::open(dir.path()).expect_err("must refuse");
+    let msg = err.to_string();
+    assert!(msg.contains(&format!("schema version {next}")), "{msg}");
+    assert!(
+        msg.contains(&format!("({})", schema::CURRENT_VERSION)),
+        "{msg}"
+    );
+    // Refusing must not have touched the file.
+    let conn = Connection::open(dir.path().join(DB_FILE)).expect("open");
+    let v: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .expect("version");
+    assert_eq!(v, next);
+}
+
+#[test]
+fn version_3_datasets_gain_presets_and_keep_their_streams() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let mut ds = dataset_with_samples(dir.path());
+        ds.put_stream(&small_stream("rgb")).expect("stream");
+        ds.relabel("0001_0", 4, "alice").expect("relabel");
+    }
+    // The file as mgscope left it before presets existed.
+    let conn = Connection::open(dir.path().join(DB_FILE)).expect("open");
+    conn.execute_batch("DROP TABLE ensemble_presets; PRAGMA user_version = 3;")
+        .expect("downgrade");
+    drop(conn);
+    let mut ds = Dataset::open(dir.path()).expect("migrates");
+    assert_eq!(ds.schema_version().ok(), Some(4));
+    assert_eq!(schema::CURRENT_VERSION, 4);
+    assert_eq!(ds.load_stream("rgb").ok(), Some(small_stream("rgb")));
+    assert_eq!(ds.history(None).map(|h| h.len()).ok(), Some(1));
+    assert_eq!(ds.presets().map(|p| p.len()).ok(), Some(0));
+    ds.save_preset(
+        "first",
+        &[PresetTerm::stream("rgb", 1.0)],
+        SaveMode::CreateOnly,
+    )
+    .expect("the new table takes presets");
+    drop(ds);
+    let ds = Dataset::open(dir.path()).expect("reopen");
+    assert_eq!(ds.schema_version().ok(), Some(4));
+    assert_eq!(ds.integrity_check().ok().as_deref(), Some("ok"));
+    assert_eq!(
+        ds.load_preset("first").map(|p| p.terms).ok(),
+        Some(vec![PresetTerm::stream("rgb", 1.0)])
+    );
+}
+
+#[test]
+fn presets_save_list_load_overwrite_delete() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut ds = dataset_with_samples(dir.path());
+    for n in ["rgb", "pose.rgb", "pose.pose"] {
+        ds.put_stream(&small_stream(n)).expect("stream");
+    }
+    // Weights that do not survive a careless text round trip.
+    let terms = vec![
+        PresetTerm::stream("rgb", 1.0 / 3.0),
+        PresetTerm {
+            name: "pose".into(),
+            weight: 0.1 + 0.2,
+            parts: vec![("pose.rgb".into(), 0.55), ("pose.pose".into(), 0.45)],
+        },
+    ];
+    assert_eq!(
+        ds.save_preset("  best-kfold ", &terms, SaveMode::CreateOnly)
+            .ok(),
+        Some(Saved::Created)
+    );
+    ds.save_preset(
+        "Alpha",
+        &[PresetTerm::stream("rgb", f32::MIN_POSITIVE)],
+        SaveMode::CreateOnly,
+    )
+    .expect("save");
+    let listed: Vec<String> = ds
+        .presets()
+        .expect("list")
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    assert_eq!(listed, ["Alpha", "best-kfold"]);
+
+    let loaded = ds.load_preset("best-kfold").expect("load");
+    assert_eq!(loaded.terms, terms, "bit-exact weights");
+    assert!(loaded.missing.is_empty());
+    let created = loaded.info.created_ms;
+    assert_eq!(
+        ds.load_preset("Alpha").map(|p| p.terms[0].weight).ok(),
+        Some(f32::MIN_POSITIVE)
+    );
+
+    // The same name again is refused unless overwriting, and nothing changes.
+    let other = vec![PresetTerm::stream("rgb", 0.5)];
+    assert!(matches!(
+        preset_error(ds.save_preset("best-kfold", &other, SaveMode::CreateOnly)),
+        PresetError::Exists(n) if n == "best-kfold"
+    ));
+    assert_eq!(
+        ds.load_preset("best-kfold").map(|p| p.terms).ok(),
+        Some(terms.clone())
+    );
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    assert_eq!(
+        ds.save_preset("best-kfold", &other, SaveMode::Overwrite)
+            .ok(),
+        Some(Saved::Replaced)
+    );
+    let again = ds.load_preset("best-kfold").expect("load");
+    assert_eq!(again.terms, other);
+    assert_eq!(again.info.created_ms, created);
+    assert!(again.info.updated_ms > created);
+
+    ds.delete_preset("best-kfold").expect("delete");
+    assert!(matches!(
+        preset_error(ds.load_preset("best-kfold")),
+        PresetError::NotFound(n) if n == "best-kfold"
+    ));
+    assert!(matches!(
+        preset_error(ds.delete_preset("best-kfold")),
+        PresetError::NotFound(_)
+    ));
+    assert_eq!(ds.presets().map(|p| p.len()).ok(), Some(1));
+}
+
+#[test]
+fn a_preset_naming_a_removed_stream_loads_the_streams_it_can() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut ds = dataset_with_samples(dir.path());
+    for n in ["rgb", "flow", "pose.rgb"] {
+        ds.put_stream(&small_stream(n)).expect("stream");
+    }
+    let terms = vec![
+        PresetTerm::stream("rgb", 0.2),
+        PresetTerm::stream("flow", 0.3),
+        PresetTerm {
+            name: "pose".into(),
+            weight: 0.5,
+            parts: vec![("pose.rgb".into(), 0.5), ("pose.pose".into(), 0.5)],
+        },
+    ];
+    ds.save_preset("mm", &terms, SaveMode::CreateOnly)
+        .expect("save");
+    // The flow stream goes away after the preset was saved (no API deletes streams yet).
+    ds.conn
+        .execute("DELETE FROM score_streams WHERE name = 'flow'", [])
+        .expect("drop stream");
+    let loaded = ds.load_preset("mm").expect("loads what it can");
+    assert_eq!(loaded.terms, vec![PresetTerm::stream("rgb", 0.2)]);
+    assert_eq!(loaded.missing, ["flow", "pose.pose"]);
+    // The stored preset itself is untouched: the streams may come back.
+    ds.put_stream(&small_stream("flow")).expect("stream");
+    ds.put_stream(&small_stream("pose.pose")).expect("stream");
+    let back = ds.load_preset("mm").expect("load");
+    assert_eq!(back.terms, terms);
+    assert!(back.missing.is_empty());
+}
+
+#[test]
+fn bad_presets_are_refused_with_named_errors_and_nothing_is_written() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut ds = dataset_with_samples(dir.path());
+    let ok = [PresetTerm::stream("rgb", 0.5)];
+    let mut save = |name: &str, terms: &[PresetTerm]| {
+        preset_error(ds.save_preset(name, terms, SaveMode::Overwrite))
+    };
+    assert!(matches!(save("   ", &ok), PresetError::EmptyName));
+    assert!(matches!(
+        save(&"x".repeat(MAX_PRESET_NAME + 1), &ok),
+        PresetError::NameTooLong(_)
+    ));
+    assert!(matches!(save("a\nb", &ok), PresetError::NameControlChar(_)));
+    assert!(matches!(save("p", &[]), PresetError::NoTerms(_)));
+    assert!(matches!(
+        save("p", &[PresetTerm::stream(" ", 0.5)]),
+        PresetError::UnnamedTerm { .. }
+    ));
+    assert!(matches!(
+        save("p", &[PresetTerm::stream("rgb", 0.5), PresetTerm::stream("rgb", 0.1)]),
+        PresetError::DuplicateTerm { stream, .. } if stream == "rgb"
+    ));
+    assert!(matches!(
+        save("p", &[PresetTerm::stream("rgb", f32::NAN)]),
+        PresetError::BadWeight { .. }
+    ));
+    let negative_part = PresetTerm {
+        name: "pose".into(),
+        weight: 0.5,
+        parts: vec![("pose.rgb".into(), -0.5)],
+    };
+    assert!(matches!(
+        save("p", &[negative_part]),
+        PresetError::BadSubWeight { part, .. } if part == "pose.rgb"
+    ));
+    assert_eq!(ds.presets().map(|p| p.len()).ok(), Some(0));
+
+    // A row edited by hand into something unreadable: named on load, the list still works.
+    ds.conn
+        .execute(
+            "INSERT INTO ensemble_presets VALUES ('hand-edited', '{\"terms\": 3}', 0, 0)",
+            [],
+        )
+        .expect("insert");
+    assert!(matches!(
+        preset_error(ds.load_preset("hand-edited")),
+        PresetError::Corrupt { name, .. } if name == "hand-edited"
+    ));
+    assert_eq!(ds.presets().map(|p| p.len()).ok(), Some(1));
+    let msg = ds
+        .load_preset("hand-edited")
+        .expect_err("corrupt")
+        .to_string();
+    assert!(
+        msg.contains(DB_FILE) && msg.contains("hand-edited"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn last_preset_and_working_weights_survive_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let mut ds = dataset_with_samples(dir.path());
+        assert_eq!(ds.last_preset().ok(), Some(None));
+        assert_eq!(ds.working_weights().ok(), Some(None));
+        ds.save_preset("a", &[PresetTerm::stream("rgb", 0.7)], SaveMode::CreateOnly)
+            .expect("save");
+        ds.set_last_preset(Some("a")).expect("remember");
+        ds.set_working_weights(&[
+            PresetTerm::stream("rgb", 0.25),
+            PresetTerm::stream("flow", 0.1),
+        ])
+        .expect("working");
+    }
+    let mut ds = Dataset::open(dir.path()).expect("reopen");
+    assert_eq!(ds.last_preset().ok(), Some(Some("a".to_string())));
+    assert_eq!(
+        ds.working_weights().ok(),
+        Some(Some(vec![
+            PresetTerm::stream("rgb", 0.25),
+            PresetTerm::stream("flow", 0.1)
+        ]))
+    );
+    // Deleting the remembered preset forgets it; another remembered one is kept.
+    ds.delete_preset("a").expect("delete");
+    assert_eq!(ds.last_preset().ok(), Some(None));
+    ds.save_preset("b", &[PresetTerm::stream("rgb", 0.7)], SaveMode::CreateOnly)
+        .expect("save");
+    ds.save_preset("c", &[PresetTerm::stream("rgb", 0.7)], SaveMode::CreateOnly)
+        .expect("save");
+    ds.set_last_preset(Some("b")).expect("remember");
+    ds.delete_preset("c").expect("delete");
+    assert_eq!(ds.last_preset().ok(), Some(Some("b".to_string())));
+    ds.set_last_preset(None).expect("forget");
+    assert_eq!(ds.last_preset().ok(), Some(None));
 }
