@@ -79,6 +79,9 @@ peak = (torch.cuda.max_memory_reserved() / 2**20 if cuda
 print(json.dumps({'step_s': float(np.median(ts)), 'peak_mib': peak}))
 "#;
 
+/// A training-mode forward pass of whichever network is benchmarked.
+type Forward = dyn Fn(&Tensor) -> candle_core::Result<Tensor>;
+
 fn child(x: &PathBuf, y: &PathBuf, reps: usize, device: &str, amp: &str, arch: &str) -> Res<()> {
     // As `mgscope train` does.
     mgscope::train::retain_freed_memory();
@@ -94,7 +97,7 @@ fn child(x: &PathBuf, y: &PathBuf, reps: usize, device: &str, amp: &str, arch: &
     }
     let vm = VarMap::new();
     let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
-    let net: Box<dyn Fn(&Tensor) -> candle_core::Result<Tensor>> = if arch == "swin-t" {
+    let net: Box<Forward> = if arch == "swin-t" {
         let m = VideoSwin::new(&swin3d::Config::swin_t(), vb)?;
         Box::new(move |x| m.forward_t(x, true))
     } else {

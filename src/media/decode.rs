@@ -567,7 +567,7 @@ impl ThreadedConverter {
             return Err(Error::format(
                 path,
                 "frames",
-                &format!("creating the RGB converter failed ({r})"),
+                format!("creating the RGB converter failed ({r})"),
             ));
         }
         Ok(Some(conv))
@@ -582,7 +582,7 @@ impl ThreadedConverter {
             return Err(Error::format(
                 path,
                 "frames",
-                &format!("converting to RGB failed ({r})"),
+                format!("converting to RGB failed ({r})"),
             ));
         }
         let stride = rgb.stride(0);
