@@ -404,12 +404,14 @@ fn a_slider_drag_is_one_undo_step_and_a_preset_round_trips() {
     }
 
     // Compare with equal weights through the picker, pick the preset again, load it.
-    h.get_by_role(egui::accesskit::Role::ComboBox).click();
+    h.get_by_role_and_label(egui::accesskit::Role::ComboBox, "compare with")
+        .click();
     h.run_steps(2);
     h.get_by_label("equal weights").click();
     h.run_steps(2);
     assert_eq!(h.state().ensemble_compared_preset(), None);
-    h.get_by_role(egui::accesskit::Role::ComboBox).click();
+    h.get_by_role_and_label(egui::accesskit::Role::ComboBox, "compare with")
+        .click();
     h.run_steps(2);
     h.get_by_label("kit").click();
     h.run_steps(2);

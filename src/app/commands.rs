@@ -37,6 +37,7 @@ pub enum CommandId {
     TabLabel,
     TabPredictions,
     TabEnsemble,
+    TabTraining,
 }
 
 pub struct Command {
@@ -199,6 +200,7 @@ pub const COMMANDS: &[Command] = &[
         &[cmd(Key::Num2)],
     ),
     c(C::TabEnsemble, "Show the Ensemble tab", &[cmd(Key::Num3)]),
+    c(C::TabTraining, "Show the Training tab", &[cmd(Key::Num4)]),
 ];
 
 pub fn command(id: CommandId) -> Option<&'static Command> {
@@ -250,7 +252,8 @@ pub fn available(id: CommandId, cx: &Context) -> bool {
         | C::Help
         | C::TabLabel
         | C::TabPredictions
-        | C::TabEnsemble => true,
+        | C::TabEnsemble
+        | C::TabTraining => true,
     }
 }
 
@@ -651,6 +654,7 @@ impl super::MgApp {
             C::TabLabel => self.tab = super::Tab::Label,
             C::TabPredictions => self.tab = super::Tab::Predictions,
             C::TabEnsemble => self.tab = super::Tab::Ensemble,
+            C::TabTraining => self.tab = super::Tab::Training,
             _ => {}
         }
     }

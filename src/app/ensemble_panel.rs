@@ -6,6 +6,7 @@
 //! weights are one step each. The working weights and the last loaded preset are written to the
 //! dataset at every step, so closing the window loses no tuning.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use eframe::egui;
@@ -14,6 +15,7 @@ use egui_plot::{Bar, BarChart, Plot};
 use crate::dataset::{Split, Taxonomy};
 use crate::ensemble::fusion::Fusion;
 use crate::ensemble::metrics::{argmax, evaluate, Metrics};
+use crate::ensemble::queue::{self, QueueKind};
 use crate::ensemble::search::{grid_size, kfold, Control, KFoldReport, Method, Objective};
 use crate::ensemble::stream::Stream;
 use crate::store::{Dataset, LoadedPreset, PresetInfo, PresetTerm, SaveMode};
@@ -744,6 +746,34 @@ impl EnsemblePanel {
             }
             Err(e) => self.error = Some(e.to_string()),
         }
+    }
+
+    /// The fused prediction of every clip of the panel's split under the current weights
+    /// (what the sample browser filters on); empty without streams.
+    pub fn predictions_by_clip(&self) -> HashMap<String, u32> {
+        let Some(f) = &self.fusion else {
+            return HashMap::new();
+        };
+        match f.predict(&self.weights) {
+            Ok(p) => f.clip_ids().iter().cloned().zip(p).collect(),
+            Err(_) => HashMap::new(),
+        }
+    }
+
+    /// The clips of one of the engine's review queues under the current weights, in its order
+    /// (most worth a look first), or why there is none.
+    pub fn queue_order(
+        &self,
+        kind: QueueKind,
+        class_names: &[String],
+    ) -> Result<Vec<String>, String> {
+        let f = self
+            .fusion
+            .as_ref()
+            .ok_or("no score streams over this split (the Ensemble tab shows what is loaded)")?;
+        queue::rank(kind, f, &self.weights, None, Some(class_names))
+            .map(|q| q.into_iter().map(|e| e.clip_id).collect())
+            .map_err(|e| e.to_string())
     }
 
     /// The clips of confusion cell (truth, predicted) under the current weights.

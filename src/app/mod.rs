@@ -11,6 +11,7 @@ mod predictions;
 mod timeline;
 mod training_panel;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
@@ -97,6 +98,8 @@ pub struct MgApp {
     ensemble: ensemble_panel::EnsemblePanel,
     /// The browser shows only these clips (a confusion-matrix cell).
     cell_filter: Option<ensemble_panel::CellFilter>,
+    /// Filters and order that use the ensemble's predictions and the review state.
+    browse: Browse,
     tab: Tab,
     timeline: timeline::Timeline,
     palette: commands::Palette,
@@ -110,6 +113,49 @@ pub struct MgApp {
     reveal_selected: bool,
     /// The sample list's scroll offset and height at the last frame.
     list_view: (f32, f32),
+}
+
+/// The sample browser's filters beyond text and split. The predictions are the Ensemble tab's:
+/// its streams fused with its current weights over its split (other clips have none).
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Browse {
+    order: BrowseOrder,
+    /// Only clips the ensemble predicts as this class.
+    predicted: Option<u32>,
+    /// Only labelled clips whose ensemble prediction differs from the label.
+    misclassified: bool,
+    /// Only reviewed (true) or only not yet reviewed (false) clips.
+    reviewed: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum BrowseOrder {
+    /// The dataset's own order.
+    #[default]
+    Dataset,
+    /// One of the engine's review queues: only its clips, most worth a look first.
+    Queue(crate::ensemble::queue::QueueKind),
+}
+
+impl BrowseOrder {
+    const ALL: [BrowseOrder; 5] = [
+        BrowseOrder::Dataset,
+        BrowseOrder::Queue(crate::ensemble::queue::QueueKind::Margin),
+        BrowseOrder::Queue(crate::ensemble::queue::QueueKind::Disagreement),
+        BrowseOrder::Queue(crate::ensemble::queue::QueueKind::LabelError),
+        BrowseOrder::Queue(crate::ensemble::queue::QueueKind::ConfidentMistake),
+    ];
+
+    fn name(self) -> &'static str {
+        use crate::ensemble::queue::QueueKind as Q;
+        match self {
+            BrowseOrder::Dataset => "dataset",
+            BrowseOrder::Queue(Q::Margin) => "smallest margin",
+            BrowseOrder::Queue(Q::Disagreement) => "streams disagree",
+            BrowseOrder::Queue(Q::LabelError) => "likely label error",
+            BrowseOrder::Queue(Q::ConfidentMistake) => "confident mistake",
+        }
+    }
 }
 
 /// What Ctrl+Z and Ctrl+Shift+Z act on.
@@ -311,9 +357,43 @@ impl MgApp {
     }
 
     fn visible(&self) -> Vec<usize> {
+        self.visible_and_note().0
+    }
+
+    /// The browser's rows, and a note when an ensemble-based filter has nothing to work with.
+    fn visible_and_note(&self) -> (Vec<usize>, Option<String>) {
         let f = self.filter.to_lowercase();
         let tax = self.dataset.as_ref().map(|d| d.taxonomy());
-        self.samples
+        let b = &self.browse;
+        let needs_predictions = b.predicted.is_some() || b.misclassified;
+        let predicted = if needs_predictions {
+            self.ensemble.predictions_by_clip()
+        } else {
+            Default::default()
+        };
+        let mut note = (needs_predictions && predicted.is_empty())
+            .then(|| "no ensemble predictions: load score streams in the Ensemble tab".to_string());
+        let queue: Option<Vec<String>> = match b.order {
+            BrowseOrder::Dataset => None,
+            BrowseOrder::Queue(kind) => {
+                let names: Vec<String> = tax
+                    .map(|t| {
+                        (0..t.len() as u32)
+                            .map(|c| t.name_of(c).to_string())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                match self.ensemble.queue_order(kind, &names) {
+                    Ok(q) => Some(q),
+                    Err(e) => {
+                        note = Some(e);
+                        Some(Vec::new())
+                    }
+                }
+            }
+        };
+        let mut rows: Vec<usize> = self
+            .samples
             .iter()
             .enumerate()
             .filter(|(_, s)| self.split_filter.is_none_or(|sp| s.split == sp))
@@ -321,6 +401,15 @@ impl MgApp {
                 self.cell_filter
                     .as_ref()
                     .is_none_or(|c| c.clips.contains(&s.clip_id))
+            })
+            .filter(|(_, s)| b.reviewed.is_none_or(|r| s.reviewed == r))
+            .filter(|(_, s)| {
+                b.predicted
+                    .is_none_or(|c| predicted.get(&s.clip_id) == Some(&c))
+            })
+            .filter(|(_, s)| {
+                !b.misclassified
+                    || matches!((s.label, predicted.get(&s.clip_id)), (Some(l), Some(p)) if l != *p)
             })
             .filter(|(_, s)| {
                 f.is_empty()
@@ -330,7 +419,14 @@ impl MgApp {
                         .is_some_and(|(l, t)| t.name_of(l).to_lowercase().contains(&f))
             })
             .map(|(i, _)| i)
-            .collect()
+            .collect();
+        if let Some(q) = queue {
+            let rank: HashMap<&str, usize> =
+                q.iter().enumerate().map(|(r, c)| (c.as_str(), r)).collect();
+            rows.retain(|&i| rank.contains_key(self.samples[i].clip_id.as_str()));
+            rows.sort_by_key(|&i| rank[self.samples[i].clip_id.as_str()]);
+        }
+        (rows, note)
     }
 
     /// Applies one store action to the selected sample, then refreshes from the store so the
@@ -667,6 +763,7 @@ impl MgApp {
                 ui.selectable_value(&mut self.split_filter, Some(sp), sp.as_str());
             }
         });
+        self.browse_controls(ui);
         let mut clear = false;
         if let (Some(c), Some(ds)) = (&self.cell_filter, &self.dataset) {
             let tax = ds.taxonomy();
@@ -688,7 +785,10 @@ impl MgApp {
             ui.label("Open a dataset folder, or generate the demo dataset.");
             return;
         }
-        let visible = self.visible();
+        let (visible, note) = self.visible_and_note();
+        if let Some(n) = note {
+            ui.weak(n);
+        }
         // The rows' real height (a selectable label is at least interact_size tall): with a
         // smaller one show_rows picks the wrong rows and scrolling to the selection misses.
         let row_h = (ui.text_style_height(&egui::TextStyle::Monospace)
@@ -747,6 +847,59 @@ impl MgApp {
             let ctx = ui.ctx().clone();
             self.select(clicked, &ctx);
         }
+    }
+
+    /// Order (dataset or an engine queue), predicted class, misclassified, reviewed.
+    fn browse_controls(&mut self, ui: &mut egui::Ui) {
+        let names: Vec<String> = self
+            .dataset
+            .as_ref()
+            .map(|d| {
+                let t = d.taxonomy();
+                (0..t.len() as u32)
+                    .map(|c| t.name_of(c).to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let b = &mut self.browse;
+        ui.horizontal_wrapped(|ui| {
+            egui::ComboBox::new("browse-order", "order")
+                .selected_text(b.order.name())
+                .show_ui(ui, |ui| {
+                    for o in BrowseOrder::ALL {
+                        ui.selectable_value(&mut b.order, o, o.name());
+                    }
+                })
+                .response
+                .on_hover_text(
+                    "An engine queue lists only its clips, most worth a look first, under the \
+                     Ensemble tab's current weights and split",
+                );
+            let shown = b
+                .predicted
+                .and_then(|c| names.get(c as usize))
+                .map_or("any".to_string(), String::clone);
+            egui::ComboBox::new("browse-predicted", "predicted")
+                .selected_text(shown)
+                .show_ui(ui, |ui| {
+                    ui.selectable_value(&mut b.predicted, None, "any");
+                    for (c, n) in names.iter().enumerate() {
+                        ui.selectable_value(&mut b.predicted, Some(c as u32), n);
+                    }
+                });
+            ui.checkbox(&mut b.misclassified, "misclassified");
+            egui::ComboBox::new("browse-reviewed", "reviewed")
+                .selected_text(match b.reviewed {
+                    None => "any",
+                    Some(true) => "yes",
+                    Some(false) => "no",
+                })
+                .show_ui(ui, |ui| {
+                    ui.selectable_value(&mut b.reviewed, None, "any");
+                    ui.selectable_value(&mut b.reviewed, Some(true), "yes");
+                    ui.selectable_value(&mut b.reviewed, Some(false), "no");
+                });
+        });
     }
 
     fn predictions_tab(&mut self, ui: &mut egui::Ui) {

@@ -180,7 +180,8 @@ fn every_command_dispatches_to_a_visible_change() {
             | C::CommandPalette
             | C::Help
             | C::TabPredictions
-            | C::TabEnsemble => {}
+            | C::TabEnsemble
+            | C::TabTraining => {}
         }
         let cx = app.command_context();
         assert!(commands::available(c.id, &cx), "{} not available", c.name);
@@ -683,4 +684,41 @@ fn the_dataset_remembers_the_weights_and_the_last_loaded_preset() {
     let mut third = MgApp::default();
     third.open(dir.path());
     assert_eq!(third.ensemble_weights(), &[0.75, 0.0]);
+}
+
+#[test]
+fn the_browser_filters_on_the_ensemble_and_orders_by_a_queue() {
+    let (_dir, mut app) = app_with_streams();
+    // Equal weights tie 0001_1 (label 1) between class 1 and class 5; favour "wrong".
+    edit(&mut app, &[0.2, 0.8], "favour wrong");
+    let ids = |app: &MgApp| -> Vec<String> {
+        app.visible()
+            .iter()
+            .map(|&i| app.samples[i].clip_id.clone())
+            .collect()
+    };
+    app.browse.misclassified = true;
+    assert_eq!(ids(&app), vec!["0001_1".to_string()]);
+    app.browse.misclassified = false;
+    app.browse.predicted = Some(5);
+    assert_eq!(ids(&app), vec!["0001_1".to_string()]);
+    app.browse.predicted = Some(1);
+    assert!(ids(&app).is_empty(), "predicted 5, not 1");
+    // Favour "right": no longer misclassified.
+    edit(&mut app, &[0.8, 0.2], "favour right");
+    assert_eq!(ids(&app), vec!["0001_1".to_string()]);
+    app.browse.predicted = None;
+    app.browse.misclassified = true;
+    assert!(ids(&app).is_empty());
+    app.browse.misclassified = false;
+    // A queue lists only the fusion's clips (the val split), in its order.
+    app.browse.order = BrowseOrder::Queue(crate::ensemble::queue::QueueKind::Margin);
+    assert_eq!(ids(&app), vec!["0001_1".to_string()]);
+    app.browse.order = BrowseOrder::Dataset;
+    assert_eq!(ids(&app).len(), 5);
+    // Reviewed / not reviewed.
+    app.browse.reviewed = Some(true);
+    assert!(ids(&app).is_empty());
+    app.browse.reviewed = Some(false);
+    assert_eq!(ids(&app).len(), 5);
 }
