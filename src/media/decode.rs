@@ -216,8 +216,6 @@ pub struct VideoReader {
     stream_index: usize,
     index: FrameIndex,
     scaler: Option<(scaling::Context, format::Pixel, u32, u32)>,
-    /// The multi-threaded converter for the current frame geometry, when swscale has threads.
-    threaded: Option<ThreadedConverter>,
     /// Index of the last frame returned when the decoder is positioned right after it.
     cursor: Option<usize>,
     /// Frames decoded but not yet asked for (the decoder can hand out several per packet).
@@ -260,7 +258,6 @@ impl VideoReader {
             stream_index,
             index,
             scaler: None,
-            threaded: None,
             cursor: None,
             pending: Default::default(),
             eof_sent: false,
@@ -432,26 +429,6 @@ impl VideoReader {
 
     fn convert_rgb(&mut self, f: &frame::Video, index: usize) -> Result<RgbFrame> {
         let (w, h, fmt) = (f.width(), f.height(), f.format());
-        let fits = |b: &ThreadedConverter| b.fmt == fmt && b.w == w && b.h == h;
-        if !self.threaded.as_ref().is_some_and(fits) {
-            self.threaded = ThreadedConverter::new(fmt, w, h, &self.path)?;
-        }
-        let data = match self.threaded.as_mut() {
-            Some(b) => b.run(f, &self.path)?,
-            None => self.convert_whole(f)?,
-        };
-        let (data, w, h) = rotate(data, w, h, self.index.rotation);
-        Ok(RgbFrame {
-            index,
-            width: w,
-            height: h,
-            data,
-        })
-    }
-
-    /// One swscale call over the whole frame (formats that cannot be cut into bands).
-    fn convert_whole(&mut self, f: &frame::Video) -> Result<Vec<u8>> {
-        let (w, h, fmt) = (f.width(), f.height(), f.format());
         let rebuild =
             !matches!(&self.scaler, Some((_, pf, pw, ph)) if *pf == fmt && *pw == w && *ph == h);
         if rebuild {
@@ -481,7 +458,13 @@ impl VideoReader {
         for y in 0..hu {
             data.extend_from_slice(&src[y * stride..y * stride + wu * 3]);
         }
-        Ok(data)
+        let (data, w, h) = rotate(data, w, h, self.index.rotation);
+        Ok(RgbFrame {
+            index,
+            width: w,
+            height: h,
+            data,
+        })
     }
 
     /// Decodes every frame from the start without converting to RGB; returns the count.
@@ -498,101 +481,6 @@ impl VideoReader {
 
     pub fn time_base(&self) -> Rational {
         Rational::new(self.index.time_base.0, self.index.time_base.1)
-    }
-}
-
-/// YUV → RGB24 with libswscale's own slice threads (its `threads` option, FFmpeg ≥ 5.0), the
-/// way the ffmpeg CLI's auto-inserted converter runs (`vf_scale` sets the filter graph's thread
-/// count), so the pixels are `ffmpeg -pix_fmt rgb24`'s. (Cutting the frame into bands with a
-/// context each is not exact: where swscale takes its scaled path it filters chroma across
-/// rows, and a band edge changes the neighbours.)
-struct ThreadedConverter {
-    ctx: *mut ffmpeg::ffi::SwsContext,
-    fmt: format::Pixel,
-    w: u32,
-    h: u32,
-}
-
-// SAFETY: the context is owned by one reader and used from one thread at a time; swscale
-// keeps no thread-local state between calls.
-unsafe impl Send for ThreadedConverter {}
-
-impl Drop for ThreadedConverter {
-    fn drop(&mut self) {
-        // SAFETY: allocated by sws_alloc_context, freed once.
-        unsafe { ffmpeg::ffi::sws_freeContext(self.ctx) };
-    }
-}
-
-impl ThreadedConverter {
-    /// None where there is one core, or where this libswscale has no `threads` option (the
-    /// caller converts on one thread).
-    fn new(fmt: format::Pixel, w: u32, h: u32, path: &Path) -> Result<Option<ThreadedConverter>> {
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(8);
-        if threads < 2 {
-            return Ok(None);
-        }
-        // SAFETY: plain allocation; checked for null.
-        let ctx = unsafe { ffmpeg::ffi::sws_alloc_context() };
-        if ctx.is_null() {
-            return Ok(None);
-        }
-        let conv = ThreadedConverter { ctx, fmt, w, h };
-        let src: ffmpeg::ffi::AVPixelFormat = fmt.into();
-        let dst: ffmpeg::ffi::AVPixelFormat = format::Pixel::RGB24.into();
-        let opts: [(&std::ffi::CStr, i64); 8] = [
-            (c"srcw", i64::from(w)),
-            (c"srch", i64::from(h)),
-            (c"src_format", src as i64),
-            (c"dstw", i64::from(w)),
-            (c"dsth", i64::from(h)),
-            (c"dst_format", dst as i64),
-            (c"sws_flags", ffmpeg::ffi::SWS_BICUBIC as i64),
-            (c"threads", threads as i64),
-        ];
-        for (name, value) in opts {
-            // SAFETY: a live SwsContext (an AVClass object) and a NUL-terminated name.
-            let r = unsafe { ffmpeg::ffi::av_opt_set_int(ctx.cast(), name.as_ptr(), value, 0) };
-            if r < 0 {
-                return Ok(None);
-            }
-        }
-        // SAFETY: the options above describe a complete conversion.
-        let r = unsafe {
-            ffmpeg::ffi::sws_init_context(ctx, std::ptr::null_mut(), std::ptr::null_mut())
-        };
-        if r < 0 {
-            return Err(Error::format(
-                path,
-                "frames",
-                format!("creating the RGB converter failed ({r})"),
-            ));
-        }
-        Ok(Some(conv))
-    }
-
-    fn run(&mut self, f: &frame::Video, path: &Path) -> Result<Vec<u8>> {
-        let mut rgb = frame::Video::empty();
-        // SAFETY: a source frame of this context's size and format; the empty destination is
-        // allocated by swscale.
-        let r = unsafe { ffmpeg::ffi::sws_scale_frame(self.ctx, rgb.as_mut_ptr(), f.as_ptr()) };
-        if r < 0 {
-            return Err(Error::format(
-                path,
-                "frames",
-                format!("converting to RGB failed ({r})"),
-            ));
-        }
-        let stride = rgb.stride(0);
-        let src = rgb.data(0);
-        let (wu, hu) = (self.w as usize, self.h as usize);
-        let mut data = Vec::with_capacity(wu * hu * 3);
-        for y in 0..hu {
-            data.extend_from_slice(&src[y * stride..y * stride + wu * 3]);
-        }
-        Ok(data)
     }
 }
 
