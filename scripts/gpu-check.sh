@@ -4,7 +4,8 @@
 #   2. PoseC3D training throughput against PyTorch eager on the same GPU (f32 and bf16),
 #   3. forward timings of the four models against PyTorch on the same GPU,
 #   4. `mgscope train` on CUDA for a few iterations, when a dataset was carried.
-# Expects, built on the CPU machine with ../shared/tools/cuda-toolchain.sh and carried:
+# SECTIONS picks parts (default 1234; 5 adds a TF32 run). scripts/gpu-pack.sh builds and packs
+# what it expects, built on the CPU machine with ../shared/tools/cuda-toolchain.sh and carried:
 #   .devbin/{mgscope,train,models}[.xz]  release binaries with --features cuda (no gui/video),
 #   .pyref/   mmaction2 1.2 + mmengine + mmcv-lite sources (pure Python) for the PyTorch side,
 #   .devdata/ optional: a dataset folder for step 4.
