@@ -748,6 +748,20 @@ impl EnsemblePanel {
         }
     }
 
+    /// The current weight of each stream, by name (what the Predictions tab fuses with).
+    pub fn weights_by_stream(&self) -> HashMap<String, f32> {
+        self.fusion
+            .as_ref()
+            .map(|f| {
+                f.stream_names()
+                    .iter()
+                    .cloned()
+                    .zip(self.weights.iter().copied())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// The fused prediction of every clip of the panel's split under the current weights
     /// (what the sample browser filters on); empty without streams.
     pub fn predictions_by_clip(&self) -> HashMap<String, u32> {

@@ -24,6 +24,9 @@ use crate::util::default_author;
 
 const LAST_DATASET_KEY: &str = "mgscope.last_dataset";
 const PANES_KEY: &str = "mgscope.panes";
+const RECENT_KEY: &str = "mgscope.recent";
+/// Datasets kept in the Recent menu.
+const RECENT_MAX: usize = 8;
 
 /// Default place for the demo dataset the app offers on first launch.
 pub fn default_demo_dir() -> PathBuf {
@@ -113,6 +116,8 @@ pub struct MgApp {
     reveal_selected: bool,
     /// The sample list's scroll offset and height at the last frame.
     list_view: (f32, f32),
+    /// Datasets opened before, most recent first (kept in eframe storage).
+    recent: Vec<PathBuf>,
 }
 
 /// The sample browser's filters beyond text and split. The predictions are the Ensemble tab's:
@@ -200,6 +205,11 @@ impl MgApp {
         {
             app.panes.settings = p;
         }
+        app.recent = cc
+            .storage
+            .and_then(|s| s.get_string(RECENT_KEY))
+            .and_then(|j| serde_json::from_str(&j).ok())
+            .unwrap_or_default();
         if let Some(p) = dataset.or(last) {
             app.open(&p);
         }
@@ -282,6 +292,7 @@ impl MgApp {
     fn open(&mut self, dir: &Path) {
         match Dataset::open(dir) {
             Ok(ds) => {
+                remember_recent(&mut self.recent, ds.root());
                 self.predictions.load_streams(&ds);
                 self.ensemble.load(&ds, Split::Val);
                 self.cell_filter = None;
@@ -572,6 +583,13 @@ impl MgApp {
     }
 }
 
+/// Puts `root` first in the recent list, once, keeping at most [`RECENT_MAX`].
+fn remember_recent(recent: &mut Vec<PathBuf>, root: &Path) {
+    recent.retain(|p| p != root);
+    recent.insert(0, root.to_path_buf());
+    recent.truncate(RECENT_MAX);
+}
+
 impl eframe::App for MgApp {
     fn ui(&mut self, ui: &mut egui::Ui, frame: &mut eframe::Frame) {
         self.draw(ui);
@@ -585,11 +603,35 @@ impl eframe::App for MgApp {
             if let Ok(j) = serde_json::to_string(&self.panes.settings) {
                 storage.set_string(PANES_KEY, j);
             }
+            if let Ok(j) = serde_json::to_string(&self.recent) {
+                storage.set_string(RECENT_KEY, j);
+            }
         }
     }
 }
 
 impl MgApp {
+    /// A file or folder dropped on the window: a folder opens as a dataset, a checkpoint loads
+    /// for live predictions (as the Predictions tab's architecture); anything else is named.
+    fn dropped(&mut self, p: &Path, ctx: &egui::Context) {
+        let ext = p
+            .extension()
+            .map(|e| e.to_string_lossy().to_lowercase())
+            .unwrap_or_default();
+        if p.is_dir() {
+            self.open(p);
+        } else if matches!(ext.as_str(), "pth" | "pt" | "tar" | "safetensors" | "npz") {
+            self.predictions.load_dropped(p.to_path_buf(), ctx);
+            self.tab = Tab::Predictions;
+            self.status = format!("loading {}", p.display());
+        } else {
+            self.error = Some(format!(
+                "{}: drop a dataset folder or a checkpoint (.pth, .pt, .safetensors, .npz); score files are imported with `mgscope ensemble` or `mgscope predict --register`",
+                p.display()
+            ));
+        }
+    }
+
     /// One frame of the window; apart from `eframe::App::ui` so tests can drive it.
     fn draw(&mut self, ui: &mut egui::Ui) {
         let ctx = ui.ctx().clone();
@@ -610,6 +652,17 @@ impl MgApp {
                 self.open(&dir);
             }
         }
+        let dropped: Vec<PathBuf> = ctx.input(|i| {
+            i.raw
+                .dropped_files
+                .iter()
+                .map(|f| f.path().to_path_buf())
+                .filter(|p| !p.as_os_str().is_empty())
+                .collect()
+        });
+        for p in dropped {
+            self.dropped(&p, &ctx);
+        }
         if std::mem::take(&mut self.demo_requested) && self.demo_job.is_none() {
             self.start_demo(&ctx);
         }
@@ -621,6 +674,28 @@ impl MgApp {
                     if let Some(dir) = rfd::FileDialog::new().pick_folder() {
                         self.open(&dir);
                     }
+                }
+                let mut reopen = None;
+                ui.add_enabled_ui(!self.recent.is_empty(), |ui| {
+                    ui.menu_button("Recent", |ui| {
+                        for p in &self.recent {
+                            let there = p.is_dir();
+                            let r =
+                                ui.add_enabled(there, egui::Button::new(p.display().to_string()));
+                            let r = if there {
+                                r
+                            } else {
+                                r.on_disabled_hover_text("not found")
+                            };
+                            if r.clicked() {
+                                reopen = Some(p.clone());
+                                ui.close();
+                            }
+                        }
+                    });
+                });
+                if let Some(p) = reopen {
+                    self.open(&p);
                 }
                 let busy = self.demo_job.is_some();
                 if ui
@@ -863,7 +938,8 @@ impl MgApp {
             .unwrap_or_default();
         let b = &mut self.browse;
         ui.horizontal_wrapped(|ui| {
-            egui::ComboBox::new("browse-order", "order")
+            let l = ui.label("order");
+            egui::ComboBox::from_id_salt("browse-order")
                 .selected_text(b.order.name())
                 .show_ui(ui, |ui| {
                     for o in BrowseOrder::ALL {
@@ -871,6 +947,7 @@ impl MgApp {
                     }
                 })
                 .response
+                .labelled_by(l.id)
                 .on_hover_text(
                     "An engine queue lists only its clips, most worth a look first, under the \
                      Ensemble tab's current weights and split",
@@ -879,16 +956,20 @@ impl MgApp {
                 .predicted
                 .and_then(|c| names.get(c as usize))
                 .map_or("any".to_string(), String::clone);
-            egui::ComboBox::new("browse-predicted", "predicted")
+            let l = ui.label("predicted");
+            egui::ComboBox::from_id_salt("browse-predicted")
                 .selected_text(shown)
                 .show_ui(ui, |ui| {
                     ui.selectable_value(&mut b.predicted, None, "any");
                     for (c, n) in names.iter().enumerate() {
                         ui.selectable_value(&mut b.predicted, Some(c as u32), n);
                     }
-                });
+                })
+                .response
+                .labelled_by(l.id);
             ui.checkbox(&mut b.misclassified, "misclassified");
-            egui::ComboBox::new("browse-reviewed", "reviewed")
+            let l = ui.label("reviewed");
+            egui::ComboBox::from_id_salt("browse-reviewed")
                 .selected_text(match b.reviewed {
                     None => "any",
                     Some(true) => "yes",
@@ -898,7 +979,9 @@ impl MgApp {
                     ui.selectable_value(&mut b.reviewed, None, "any");
                     ui.selectable_value(&mut b.reviewed, Some(true), "yes");
                     ui.selectable_value(&mut b.reviewed, Some(false), "no");
-                });
+                })
+                .response
+                .labelled_by(l.id);
         });
     }
 
@@ -911,7 +994,8 @@ impl MgApp {
             return;
         };
         ui.heading(&s.clip_id);
-        egui::ScrollArea::vertical().show(ui, |ui| self.predictions.ui(ui, &tax, &s));
+        let weights = self.ensemble.weights_by_stream();
+        egui::ScrollArea::vertical().show(ui, |ui| self.predictions.ui(ui, &tax, &s, &weights));
     }
 
     fn details(&mut self, ui: &mut egui::Ui) {

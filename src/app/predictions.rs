@@ -1,5 +1,5 @@
 //! The Predictions section: for the open sample, each stored score stream's top-5 and their
-//! equal-weight ensemble, and live predictions of a loaded checkpoint run on the open clip as
+//! ensemble at the Ensemble tab's weights, and live predictions of a loaded checkpoint run on the open clip as
 //! a background job (progress, cancel; results cached per sample, checkpoint and protocol).
 
 use std::collections::HashMap;
@@ -216,6 +216,11 @@ impl Predictions {
         self.job = Some(job);
     }
 
+    /// Loads `path` as the architecture chosen in the tab (a file dropped on the window).
+    pub fn load_dropped(&mut self, path: PathBuf, ctx: &egui::Context) {
+        self.load_checkpoint(path, ctx);
+    }
+
     /// Loads `path` as `arch` in the background.
     pub fn load_from(&mut self, arch: String, path: PathBuf, ctx: &egui::Context) {
         self.arch = arch;
@@ -279,7 +284,15 @@ impl Predictions {
         }
     }
 
-    pub fn ui(&mut self, ui: &mut egui::Ui, tax: &Taxonomy, s: &Sample) {
+    /// `weights`: the Ensemble tab's current weight per stream name; the fused row uses them
+    /// when they cover every stream of this clip, else equal weights (and says which).
+    pub fn ui(
+        &mut self,
+        ui: &mut egui::Ui,
+        tax: &Taxonomy,
+        s: &Sample,
+        weights: &std::collections::HashMap<String, f32>,
+    ) {
         let ctx = ui.ctx().clone();
         ui.label(match s.label {
             Some(l) => format!("true label: {l} {}", tax.name_of(l)),
@@ -299,22 +312,26 @@ impl Predictions {
                 Self::rows_ui(ui, tax, &st.rows[&s.clip_id], s.label);
             });
         }
-        let same: Vec<&Vec<f32>> = with_clip
+        let same: Vec<(&str, &Vec<f32>)> = with_clip
             .iter()
             .filter(|st| st.classes == tax.len())
-            .map(|st| &st.rows[&s.clip_id])
+            .map(|st| (st.name.as_str(), &st.rows[&s.clip_id]))
             .collect();
         if same.len() > 1 {
+            let tuned: Option<Vec<f32>> =
+                same.iter().map(|(n, _)| weights.get(*n).copied()).collect();
+            let (w, how) = match tuned.filter(|w| w.iter().sum::<f32>() > 0.0) {
+                Some(w) => (w, "the Ensemble tab's weights"),
+                None => (vec![1.0; same.len()], "equal weights"),
+            };
+            let total: f32 = w.iter().sum();
             let mut fused = vec![0f32; tax.len()];
-            for r in &same {
+            for ((_, r), wi) in same.iter().zip(&w) {
                 for (f, v) in fused.iter_mut().zip(r.iter()) {
-                    *f += v / same.len() as f32;
+                    *f += v * wi / total;
                 }
             }
-            ui.strong(format!(
-                "Ensemble, equal weights over {} streams",
-                same.len()
-            ));
+            ui.strong(format!("Ensemble, {how} over {} streams", same.len()));
             Self::rows_ui(ui, tax, &fused, s.label);
         }
         ui.separator();

@@ -722,3 +722,44 @@ fn the_browser_filters_on_the_ensemble_and_orders_by_a_queue() {
     app.browse.reviewed = Some(false);
     assert_eq!(ids(&app).len(), 5);
 }
+
+#[test]
+fn recent_datasets_are_unique_newest_first_and_capped() {
+    let mut r = Vec::new();
+    for i in 0..10 {
+        remember_recent(&mut r, Path::new(&format!("/d{i}")));
+    }
+    remember_recent(&mut r, Path::new("/d5"));
+    assert_eq!(r.len(), RECENT_MAX);
+    assert_eq!(r[0], PathBuf::from("/d5"));
+    assert_eq!(r[1], PathBuf::from("/d9"));
+    assert_eq!(r.iter().filter(|p| **p == PathBuf::from("/d5")).count(), 1);
+    assert!(!r.contains(&PathBuf::from("/d0")), "the oldest fell off");
+}
+
+#[test]
+fn dropping_a_folder_opens_it_and_other_files_are_named() {
+    let (dir, mut app) = app();
+    let ctx = egui::Context::default();
+    assert_eq!(app.recent.first().map(PathBuf::as_path), Some(dir.path()));
+    let other = tempfile::tempdir().expect("tmp");
+    let note = other.path().join("notes.txt");
+    std::fs::write(&note, "x").expect("write");
+    app.dropped(&note, &ctx);
+    let e = app.error.take().expect("an error for a text file");
+    assert!(e.contains("notes.txt") && e.contains("checkpoint"), "{e}");
+    // A folder that is not a dataset is refused by name, the open one stays.
+    app.dropped(other.path(), &ctx);
+    assert!(app.error.take().is_some());
+    assert_eq!(app.samples.len(), 5);
+    // Dropping the dataset folder reopens it.
+    app.dropped(dir.path(), &ctx);
+    assert!(app.error.is_none(), "{:?}", app.error);
+    assert_eq!(app.samples.len(), 5);
+    // A checkpoint goes to the Predictions tab's loader.
+    let ckpt = other.path().join("best.safetensors");
+    std::fs::write(&ckpt, b"not really").expect("write");
+    app.dropped(&ckpt, &ctx);
+    assert_eq!(app.tab, Tab::Predictions);
+    assert!(app.status.contains("best.safetensors"), "{}", app.status);
+}
