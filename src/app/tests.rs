@@ -733,7 +733,10 @@ fn recent_datasets_are_unique_newest_first_and_capped() {
     assert_eq!(r.len(), RECENT_MAX);
     assert_eq!(r[0], PathBuf::from("/d5"));
     assert_eq!(r[1], PathBuf::from("/d9"));
-    assert_eq!(r.iter().filter(|p| **p == PathBuf::from("/d5")).count(), 1);
+    assert_eq!(
+        r.iter().filter(|p| p.as_path() == Path::new("/d5")).count(),
+        1
+    );
     assert!(!r.contains(&PathBuf::from("/d0")), "the oldest fell off");
 }
 
