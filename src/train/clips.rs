@@ -96,23 +96,37 @@ pub trait ClipSet: Send + Sync {
     fn val_shape(&self) -> [usize; 4];
 }
 
-/// A split's keypoint clips through the PoseC3D pipeline.
-pub struct PoseSet {
-    pub items: Vec<PoseItem>,
-    pub pipeline: Pipeline,
+/// What the loop reads of one clip record.
+pub trait Clip: Send + Sync {
+    fn clip_id(&self) -> &str;
+    fn label(&self) -> Option<u32>;
 }
 
-impl ClipSet for PoseSet {
+/// A data pipeline: one training or validation volume of a clip record.
+pub trait ClipPipeline<I>: Send + Sync {
+    fn train_volume(&self, item: &I, rng: &mut ChaCha8Rng) -> Result<Vec<f32>>;
+    fn val_volume(&self, item: &I) -> Result<Vec<f32>>;
+    fn train_shape(&self) -> [usize; 4];
+    fn val_shape(&self) -> [usize; 4];
+}
+
+/// A split's clip records and the pipeline that turns them into volumes.
+pub struct ClipList<I, P> {
+    pub items: Vec<I>,
+    pub pipeline: P,
+}
+
+impl<I: Clip, P: ClipPipeline<I>> ClipSet for ClipList<I, P> {
     fn len(&self) -> usize {
         self.items.len()
     }
 
     fn clip_id(&self, i: usize) -> &str {
-        &self.items[i].clip_id
+        self.items[i].clip_id()
     }
 
     fn label(&self, i: usize) -> Option<u32> {
-        self.items[i].label
+        self.items[i].label()
     }
 
     fn train_volume(&self, i: usize, rng: &mut ChaCha8Rng) -> Result<Vec<f32>> {
@@ -124,18 +138,44 @@ impl ClipSet for PoseSet {
     }
 
     fn train_shape(&self) -> [usize; 4] {
-        let c = &self.pipeline.cfg;
-        [
-            self.pipeline.channels,
-            c.clip_len,
-            c.train_size,
-            c.train_size,
-        ]
+        self.pipeline.train_shape()
     }
 
     fn val_shape(&self) -> [usize; 4] {
-        let c = &self.pipeline.cfg;
-        [self.pipeline.channels, c.clip_len, c.val_size, c.val_size]
+        self.pipeline.val_shape()
+    }
+}
+
+/// A split's keypoint clips through the PoseC3D pipeline.
+pub type PoseSet = ClipList<PoseItem, Pipeline>;
+
+impl Clip for PoseItem {
+    fn clip_id(&self) -> &str {
+        &self.clip_id
+    }
+
+    fn label(&self) -> Option<u32> {
+        self.label
+    }
+}
+
+impl ClipPipeline<PoseItem> for Pipeline {
+    fn train_volume(&self, item: &PoseItem, rng: &mut ChaCha8Rng) -> Result<Vec<f32>> {
+        Pipeline::train_volume(self, item, rng)
+    }
+
+    fn val_volume(&self, item: &PoseItem) -> Result<Vec<f32>> {
+        Pipeline::val_volume(self, item)
+    }
+
+    fn train_shape(&self) -> [usize; 4] {
+        let c = &self.cfg;
+        [self.channels, c.clip_len, c.train_size, c.train_size]
+    }
+
+    fn val_shape(&self) -> [usize; 4] {
+        let c = &self.cfg;
+        [self.channels, c.clip_len, c.val_size, c.val_size]
     }
 }
 
@@ -149,38 +189,33 @@ mod video {
 
     /// A split's clips as frames (RGB, or an extracted Taylor / flow / depth video) through
     /// the Video Swin pipeline.
-    pub struct VideoSet {
-        pub items: Vec<VideoItem>,
-        pub pipeline: VideoPipelineConfig,
+    pub type VideoSet = ClipList<VideoItem, VideoPipelineConfig>;
+
+    impl Clip for VideoItem {
+        fn clip_id(&self) -> &str {
+            &self.clip_id
+        }
+
+        fn label(&self) -> Option<u32> {
+            self.label
+        }
     }
 
-    impl ClipSet for VideoSet {
-        fn len(&self) -> usize {
-            self.items.len()
+    impl ClipPipeline<VideoItem> for VideoPipelineConfig {
+        fn train_volume(&self, item: &VideoItem, rng: &mut ChaCha8Rng) -> Result<Vec<f32>> {
+            VideoPipelineConfig::train_volume(self, item, rng)
         }
 
-        fn clip_id(&self, i: usize) -> &str {
-            &self.items[i].clip_id
-        }
-
-        fn label(&self, i: usize) -> Option<u32> {
-            self.items[i].label
-        }
-
-        fn train_volume(&self, i: usize, rng: &mut ChaCha8Rng) -> Result<Vec<f32>> {
-            self.pipeline.train_volume(&self.items[i], rng)
-        }
-
-        fn val_volume(&self, i: usize) -> Result<Vec<f32>> {
-            self.pipeline.val_volume(&self.items[i])
+        fn val_volume(&self, item: &VideoItem) -> Result<Vec<f32>> {
+            VideoPipelineConfig::val_volume(self, item)
         }
 
         fn train_shape(&self) -> [usize; 4] {
-            self.pipeline.train_shape()
+            VideoPipelineConfig::train_shape(self)
         }
 
         fn val_shape(&self) -> [usize; 4] {
-            self.pipeline.train_shape()
+            VideoPipelineConfig::train_shape(self)
         }
     }
 }
