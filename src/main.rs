@@ -179,7 +179,8 @@ enum Command {
     /// Run a checkpoint over a split with the reference test protocol; writes the pyskl /
     /// mmaction2 score dump (.pkl) and its clip ids.
     Predict(Box<cli_predict::PredictArgs>),
-    /// Train PoseC3D on a dataset (pyskl configs as presets); resumable runs in a folder.
+    /// Train a stream on a dataset (PoseC3D, RGB SlowOnly, RGBPoseConv3D, Video Swin; the
+    /// reference configs as presets); resumable runs in a folder.
     Train(Box<cli_train::TrainArgs>),
     /// Low-level checks on single files.
     Probe {

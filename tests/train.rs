@@ -468,3 +468,192 @@ fn custom_training_ops_match_the_composed_ops_in_a_whole_step() {
         );
     }
 }
+
+/// The smallest RGBPoseConv3D that keeps its proportions: RGB 2 frames of 32², pose 8 frames of
+/// 8² heatmaps (scale 0.25), pose width half the RGB width.
+fn micro_rgbpose() -> TrainConfig {
+    let mut c = TrainConfig::preset("rgbpose-tiny").expect("preset");
+    c.model.base_channels = 4;
+    c.model.rgb_base_channels = Some(8);
+    c.data.clip_len = 8;
+    c.data.rgb_clip_len = Some(2);
+    c.data.resize_short = 40;
+    c.data.train_size = 32;
+    c.data.val_size = 40;
+    c.data.batch_size = 3;
+    c.data.workers = 2;
+    c.optim.epochs = 2;
+    c.optim.lr_steps = Some(vec![1]);
+    c.run.seed = 3;
+    c
+}
+
+/// RGBPoseConv3D's pipeline: RGB and heatmaps of one draw share the crop and the flip (with
+/// the flip forced on, the RGB is the mirror image of the unflipped draw and the heatmaps'
+/// mass moves to the other side), and a draw is a function of its generator alone.
+#[test]
+fn rgbpose_rgb_and_heatmaps_are_cropped_and_flipped_together() {
+    use mgscope::train::clips::load_clips;
+    use rand::SeedableRng;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let ds_dir = tiny_demo(tmp.path());
+    let ds = Dataset::open(&ds_dir).expect("open");
+    let mut cfg = micro_rgbpose();
+    let draw = |cfg: &TrainConfig, seed: u64| {
+        let set = load_clips(&ds, cfg, "train", true).expect("clips").set;
+        assert_eq!(set.train_shape(), vec![[3, 2, 32, 32], [36, 8, 8, 8]]);
+        assert_eq!(set.val_shape(), vec![[3, 2, 40, 40], [36, 8, 10, 10]]);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        set.train_volume(0, &mut rng).expect("volume")
+    };
+    cfg.data.flip = 0.0;
+    let plain = draw(&cfg, 21);
+    assert_eq!(plain.len(), 3 * 2 * 32 * 32 + 36 * 8 * 8 * 8);
+    assert_eq!(plain, draw(&cfg, 21), "same generator, same draw");
+    assert_ne!(plain, draw(&cfg, 22), "another generator, another draw");
+    cfg.data.flip = 1.0;
+    let flipped = draw(&cfg, 21);
+    let rgb = 3 * 2 * 32 * 32;
+    for plane in 0..6 {
+        for y in 0..32 {
+            for x in 0..32 {
+                let a = plain[plane * 1024 + y * 32 + x];
+                let b = flipped[plane * 1024 + y * 32 + (31 - x)];
+                assert_eq!(a, b, "rgb plane {plane} ({x}, {y})");
+            }
+        }
+    }
+    // Heatmaps: the horizontal centre of mass over all channels mirrors (x' = w − x).
+    let centre = |v: &[f32]| {
+        let (mut m, mut mx) = (0f64, 0f64);
+        for (i, &h) in v[rgb..].iter().enumerate() {
+            m += f64::from(h);
+            mx += f64::from(h) * (i % 8) as f64;
+        }
+        assert!(m > 0.0, "empty heatmaps");
+        mx / m
+    };
+    let (a, b) = (centre(&plain), centre(&flipped));
+    assert!(
+        (a + b - 7.0).abs() < 1.0,
+        "centres {a} and {b} are not mirrored"
+    );
+    assert!((a - 3.5).abs() > 0.05 || (b - 3.5).abs() > 0.05);
+}
+
+/// An RGBPoseConv3D run (both heads, summed losses, step schedule) resumes bit for bit, its
+/// validation reports each head and their 1:1 fusion, one ensemble stream per head is stored,
+/// and the checkpoint loads for `mgscope predict --arch rgbpose-conv3d`.
+#[test]
+fn an_rgbpose_run_resumes_exactly_and_registers_both_heads() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let ds = tiny_demo(tmp.path());
+    let cfg = micro_rgbpose();
+
+    let whole = tmp.path().join("whole");
+    let a = train(&ds, Some(&cfg), &RunOptions::new(&whole)).expect("uninterrupted run");
+    assert!(a.finished);
+    let per_epoch = a.total_iters / cfg.optim.epochs;
+    assert!(per_epoch >= 2, "{per_epoch} iterations per epoch");
+    let split = tmp.path().join("split");
+    let mut opts = RunOptions::new(&split);
+    opts.register_stream = false;
+    opts.stop_after = Some(per_epoch + 1);
+    let b = train(&ds, Some(&cfg), &opts).expect("first leg");
+    assert_eq!(b.iter, per_epoch + 1);
+    opts.resume = true;
+    opts.stop_after = None;
+    assert!(train(&ds, None, &opts).expect("second leg").finished);
+
+    let (ma, mb) = (metrics(&whole), metrics(&split));
+    assert_eq!(ma.len(), mb.len());
+    for (x, y) in ma.iter().zip(&mb) {
+        assert_eq!(
+            (x.iter, x.lr, x.loss, x.grad_norm),
+            (y.iter, y.lr, y.loss, y.grad_norm),
+            "iteration {}",
+            x.iter
+        );
+    }
+    // Step schedule: × 0.1 from epoch 1 on.
+    assert!(ma[..per_epoch].iter().all(|m| m.lr == cfg.optim.lr));
+    assert!(ma[per_epoch..]
+        .iter()
+        .all(|m| (m.lr - cfg.optim.lr * 0.1).abs() < 1e-15));
+    // Both heads' cross-entropy: the first loss is near 2 ln(classes).
+    let classes = Dataset::open(&ds).expect("open").taxonomy().len() as f64;
+    assert!(
+        (ma[0].loss - 2.0 * classes.ln()).abs() < 0.5,
+        "first loss {}",
+        ma[0].loss
+    );
+    let (wa, wb) = (
+        weights(&whole.join("last.safetensors")),
+        weights(&split.join("last.safetensors")),
+    );
+    assert!(wa
+        .keys()
+        .any(|k| k.contains("pose_path.layer1_lateral.bn.running_var")));
+    assert!(wa
+        .keys()
+        .any(|k| k.starts_with("train.momentum.cls_head.fc_rgb")));
+    assert_eq!(wa.keys().collect::<Vec<_>>(), wb.keys().collect::<Vec<_>>());
+    for (k, v) in &wa {
+        assert!(v == &wb[k], "{k} differs after resume");
+    }
+
+    // Validation: each head, and top-1 = the fusion of the two.
+    let best = a.best.clone().expect("best");
+    assert_eq!(
+        best.heads_top1.keys().collect::<Vec<_>>(),
+        vec!["pose", "rgb"]
+    );
+    let name = a.stream.clone().expect("streams");
+    assert_eq!(name, "train:whole.rgb, train:whole.pose");
+    let store = Dataset::open(&ds).expect("open");
+    let rgb = store.load_stream("train:whole.rgb").expect("rgb stream");
+    let pose = store.load_stream("train:whole.pose").expect("pose stream");
+    assert_eq!(rgb.clip_ids, pose.clip_ids);
+    let c = rgb.classes;
+    let labels: BTreeMap<String, u32> = store
+        .samples()
+        .expect("samples")
+        .into_iter()
+        .filter_map(|s| s.label.map(|l| (s.clip_id, l)))
+        .collect();
+    let argmax = |v: &[f32]| {
+        v.iter()
+            .enumerate()
+            .fold((0, f32::MIN), |b, (i, &x)| if x > b.1 { (i, x) } else { b })
+            .0 as u32
+    };
+    let (mut right, mut n) = (0usize, 0usize);
+    for (i, id) in rgb.clip_ids.iter().enumerate() {
+        let (r, p) = (
+            &rgb.probs[i * c..(i + 1) * c],
+            &pose.probs[i * c..(i + 1) * c],
+        );
+        assert!((r.iter().sum::<f32>() - 1.0).abs() < 1e-4);
+        let fused: Vec<f32> = r.iter().zip(p).map(|(a, b)| a + b).collect();
+        if let Some(&l) = labels.get(id) {
+            n += 1;
+            right += usize::from(argmax(&fused) == l);
+        }
+    }
+    assert!((best.top1 - right as f64 / n as f64).abs() < 1e-12);
+
+    ok(&[
+        "predict",
+        s(&ds),
+        "--arch",
+        "rgbpose-conv3d",
+        "--checkpoint",
+        s(&whole.join("best.safetensors")),
+        "--split",
+        "val",
+        "--views",
+        "fast",
+        "--out",
+        s(&tmp.path().join("p.pkl")),
+    ]);
+}

@@ -520,6 +520,7 @@ mod tests {
             mean_class_acc: t / 2.0,
             clips: 10,
             seconds: 1.0,
+            heads_top1: Default::default(),
         };
         let line = |r: &ValRecord| serde_json::to_string(r).expect("json") + "\n";
         std::fs::write(&p, line(&rec(1, 0.1)) + &line(&rec(2, 0.2))).expect("write");

@@ -432,27 +432,77 @@ impl RgbPoseViewConfig {
     }
 }
 
-/// RGB SlowOnly or RGBPoseConv3D on one clip: MMUniformSampleFrames per modality, one
-/// MMCompact box from the keypoints (the sampled pose frames for RGBPose, all frames for
-/// `rgb_only`, as pyskl's MMDecode leaves them), both resized to a square.
-#[allow(clippy::too_many_arguments)]
-pub fn predict_rgb_clip(
-    model: &Model,
+/// The inputs of RGB SlowOnly / RGBPoseConv3D for one clip, before any model runs: the RGB
+/// views (`[3, T, S, S]`, normalised) and, for RGBPose, the pose clips to draw heatmaps from.
+pub struct RgbPoseInputs {
+    pub rgb: Vec<Tensor>,
+    pub pose: Option<PoseClips>,
+}
+
+/// The compacted, resized pose frames of every sampled clip; heatmaps are drawn one clip at a
+/// time so ten clips never hold ten heatmap volumes at once.
+pub struct PoseClips {
+    sample: PoseSample,
+    clip_len: usize,
+    pub(crate) params: HeatmapParams,
+}
+
+impl PoseClips {
+    /// Heatmaps of clip `c`: `[K, L, H·scaling, W·scaling]`.
+    pub fn clip(&self, c: usize, skeleton: &Skeleton) -> Result<Tensor, ModelError> {
+        let pose = &self.sample;
+        let (m, v, l) = (pose.num_persons, pose.num_keypoints, self.clip_len);
+        if (c + 1) * l > pose.num_frames {
+            return Err(ModelError::Input(format!(
+                "pose clip {c} is beyond the {} sampled frames",
+                pose.num_frames
+            )));
+        }
+        let kp_all = pose.keypoints_f32();
+        let mut k = Vec::with_capacity(m * l * v * 2);
+        let mut s = Vec::with_capacity(m * l * v);
+        for p in 0..m {
+            let base = (p * pose.num_frames + c * l) * v;
+            k.extend_from_slice(&kp_all[2 * base..2 * (base + l * v)]);
+            if let Some(scores) = &pose.scores {
+                s.extend_from_slice(&scores[base..base + l * v]);
+            }
+        }
+        let arrays = PoseArrays {
+            keypoints: &k,
+            scores: pose.scores.as_ref().map(|_| s.as_slice()),
+            num_persons: m,
+            num_frames: l,
+            num_keypoints: v,
+        };
+        let (h, w) = pose.img_shape;
+        let hm = generate_pose_target(arrays, h, w, skeleton, &self.params)
+            .map_err(|e| ModelError::Input(e.to_string()))?;
+        let [t, ch, hh, ww] = hm.shape;
+        Ok(Tensor::from_vec(hm.data, (t, ch, hh, ww), &Device::Cpu)?
+            .permute((1, 0, 2, 3))?
+            .contiguous()?)
+    }
+}
+
+/// RGB SlowOnly / RGBPoseConv3D test-mode inputs of one clip: MMUniformSampleFrames per
+/// modality, one MMCompact box from the keypoints (the sampled pose frames for RGBPose, all
+/// frames for `rgb_only`, as pyskl's MMDecode leaves them), both resized to a square; RGB
+/// normalised with `mean` / `std`.
+pub fn rgb_pose_inputs(
     kp: &Keypoints,
     img_hw: (usize, usize),
     frame: &mut FrameSource<'_>,
-    skeleton: &Skeleton,
     cfg: &RgbPoseViewConfig,
-    batch: usize,
-    hooks: Hooks<'_>,
-) -> Result<Vec<Vec<f32>>, ModelError> {
-    hooks.check()?;
+    mean: [f32; 3],
+    std: [f32; 3],
+) -> Result<RgbPoseInputs, ModelError> {
     let bad = |e: crate::modality::error::ModalityError| ModelError::Input(e.to_string());
     let n = kp.frames;
     if n == 0 {
         return Err(ModelError::Input("the clip has no frames".into()));
     }
-    let rgb_pose = model.arch.inputs == Inputs::RgbPose;
+    let rgb_pose = cfg.pose_len > 0;
     let rgb_inds: Vec<usize> = UniformSampleFrames::new(cfg.rgb_len, cfg.num_clips)
         .test_indices(n, 0)
         .map_err(bad)?
@@ -479,51 +529,56 @@ pub fn predict_rgb_clip(
     let size = cfg.size;
     let prep = move |f: &Rgb| resize_bilinear(&crop_padded(f, bx), size, size);
     let frames = sampled_frames(&rgb_inds, frame, &prep)?;
-    let rgb_views: Vec<Tensor> = frames
+    let rgb = frames
         .chunks(cfg.rgb_len)
-        .map(|c| normalize_clip(c, IMIGUE_MEAN, IMIGUE_STD))
+        .map(|c| normalize_clip(c, mean, std))
         .collect::<candle_core::Result<_>>()?;
-    if !rgb_pose {
-        return run_views(model, rgb_views, batch, hooks);
-    }
-    let params = HeatmapParams {
-        scaling: cfg.scaling,
-        ..HeatmapParams::joint(cfg.sigma)
+    let pose = rgb_pose.then(|| PoseClips {
+        sample: pose,
+        clip_len: cfg.pose_len,
+        params: HeatmapParams {
+            scaling: cfg.scaling,
+            ..HeatmapParams::joint(cfg.sigma)
+        },
+    });
+    Ok(RgbPoseInputs { rgb, pose })
+}
+
+/// RGB SlowOnly or RGBPoseConv3D on one clip ([`rgb_pose_inputs`] with MM-Gesture's iMiGUE
+/// mean/std).
+#[allow(clippy::too_many_arguments)]
+pub fn predict_rgb_clip(
+    model: &Model,
+    kp: &Keypoints,
+    img_hw: (usize, usize),
+    frame: &mut FrameSource<'_>,
+    skeleton: &Skeleton,
+    cfg: &RgbPoseViewConfig,
+    batch: usize,
+    hooks: Hooks<'_>,
+) -> Result<Vec<Vec<f32>>, ModelError> {
+    hooks.check()?;
+    let cfg = RgbPoseViewConfig {
+        pose_len: if model.arch.inputs == Inputs::RgbPose {
+            cfg.pose_len
+        } else {
+            0
+        },
+        ..cfg.clone()
     };
-    let (m, v, l) = (pose.num_persons, pose.num_keypoints, cfg.pose_len);
-    let kp_all = pose.keypoints_f32();
-    let (h, w) = pose.img_shape;
+    let inputs = rgb_pose_inputs(kp, img_hw, frame, &cfg, IMIGUE_MEAN, IMIGUE_STD)?;
+    let Some(pose) = inputs.pose else {
+        return run_views(model, inputs.rgb, batch, hooks);
+    };
     let mut acc = ProbMean::with_hooks(
         model.arch.heads.len(),
         model.num_classes,
-        rgb_views.len(),
+        inputs.rgb.len(),
         hooks,
     );
     let mut pending: Vec<(Tensor, Tensor)> = Vec::new();
-    for (c, rgb) in rgb_views.into_iter().enumerate() {
-        let mut k = Vec::with_capacity(m * l * v * 2);
-        let mut s = Vec::with_capacity(m * l * v);
-        for p in 0..m {
-            let base = (p * pose.num_frames + c * l) * v;
-            k.extend_from_slice(&kp_all[2 * base..2 * (base + l * v)]);
-            if let Some(scores) = &pose.scores {
-                s.extend_from_slice(&scores[base..base + l * v]);
-            }
-        }
-        let arrays = PoseArrays {
-            keypoints: &k,
-            scores: pose.scores.as_ref().map(|_| s.as_slice()),
-            num_persons: m,
-            num_frames: l,
-            num_keypoints: v,
-        };
-        let hm = generate_pose_target(arrays, h, w, skeleton, &params)
-            .map_err(|e| ModelError::Input(e.to_string()))?;
-        let [t, ch, hh, ww] = hm.shape;
-        let pose_t = Tensor::from_vec(hm.data, (t, ch, hh, ww), &Device::Cpu)?
-            .permute((1, 0, 2, 3))?
-            .contiguous()?;
-        pending.push((rgb, pose_t));
+    for (c, rgb) in inputs.rgb.into_iter().enumerate() {
+        pending.push((rgb, pose.clip(c, skeleton)?));
         if pending.len() >= batch.max(1) {
             flush_pairs(model, &mut pending, &mut acc)?;
         }

@@ -581,51 +581,70 @@ impl I3DHead {
 
     /// Restarts the dropout mask generator.
     pub fn set_dropout_seed(&self, seed: u64) -> Result<()> {
-        let mut rng = self
-            .rng
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("i3d head: dropout generator poisoned".into()))?;
-        *rng = ChaCha8Rng::seed_from_u64(seed);
-        Ok(())
+        reseed(&self.rng, seed)
     }
 
-    /// `nn.Dropout(p)` in training mode: keep with probability 1 − p, scale kept values by
-    /// 1 / (1 − p).
+    #[cfg(test)]
     fn dropout_mask(&self, dims: (usize, usize), device: &candle_core::Device) -> Result<Tensor> {
-        let p = self.dropout;
-        let keep = 1.0 / (1.0 - p);
-        let mut rng = self
-            .rng
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("i3d head: dropout generator poisoned".into()))?;
-        let mask: Vec<f32> = (0..dims.0 * dims.1)
-            .map(|_| {
-                if rng.random::<f64>() < p {
-                    0.0
-                } else {
-                    keep as f32
-                }
-            })
-            .collect();
-        Tensor::from_vec(mask, dims, device)
+        dropout_mask(&self.rng, self.dropout, dims, device)
     }
 
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let pooled = global_avg_pool3d(x)?;
-        let pooled = if train && self.dropout > 0.0 {
-            if self.dropout >= 1.0 {
-                pooled.zeros_like()?
-            } else {
-                let mask = self
-                    .dropout_mask(pooled.dims2()?, pooled.device())?
-                    .to_dtype(pooled.dtype())?;
-                (pooled * mask)?
-            }
-        } else {
-            pooled
-        };
+        let pooled = pooled_dropout(x, self.dropout, train, &self.rng)?;
         self.fc_cls.forward(&pooled)
     }
+}
+
+/// Restarts a head's dropout generator.
+pub(crate) fn reseed(rng: &Mutex<ChaCha8Rng>, seed: u64) -> Result<()> {
+    let mut rng = rng
+        .lock()
+        .map_err(|_| candle_core::Error::Msg("head: dropout generator poisoned".into()))?;
+    *rng = ChaCha8Rng::seed_from_u64(seed);
+    Ok(())
+}
+
+/// `nn.Dropout(p)` in training mode: keep with probability 1 − p, scale kept values by
+/// 1 / (1 − p).
+fn dropout_mask(
+    rng: &Mutex<ChaCha8Rng>,
+    p: f64,
+    dims: (usize, usize),
+    device: &candle_core::Device,
+) -> Result<Tensor> {
+    let keep = 1.0 / (1.0 - p);
+    let mut rng = rng
+        .lock()
+        .map_err(|_| candle_core::Error::Msg("head: dropout generator poisoned".into()))?;
+    let mask: Vec<f32> = (0..dims.0 * dims.1)
+        .map(|_| {
+            if rng.random::<f64>() < p {
+                0.0
+            } else {
+                keep as f32
+            }
+        })
+        .collect();
+    Tensor::from_vec(mask, dims, device)
+}
+
+/// The heads' `AdaptiveAvgPool3d(1)` → flatten → `Dropout(p)` (only when `train`), with the
+/// masks drawn from the head's own generator.
+pub(crate) fn pooled_dropout(
+    x: &Tensor,
+    p: f64,
+    train: bool,
+    rng: &Mutex<ChaCha8Rng>,
+) -> Result<Tensor> {
+    let pooled = global_avg_pool3d(x)?;
+    if !train || p <= 0.0 {
+        return Ok(pooled);
+    }
+    if p >= 1.0 {
+        return pooled.zeros_like();
+    }
+    let mask = dropout_mask(rng, p, pooled.dims2()?, pooled.device())?.to_dtype(pooled.dtype())?;
+    pooled * mask
 }
 
 impl Module for I3DHead {

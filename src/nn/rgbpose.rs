@@ -3,15 +3,22 @@
 //! `pyskl/models/cnns/rgbposeconv3d.py` is line-for-line the same): an RGB SlowOnly-R50 and a
 //! PoseC3D pathway fused by lateral connections in both directions. Keys are the
 //! `MMRecognizer3D` checkpoint's: `backbone.rgb_path.*`, `backbone.pose_path.*`,
-//! `cls_head.fc_rgb`, `cls_head.fc_pose`. Inference only (BatchNorm uses running statistics).
+//! //! `cls_head.fc_rgb`, `cls_head.fc_pose`. `forward` is inference; `forward_t(…, true)` is
+//! PyTorch's `train()` mode (BatchNorm on batch statistics, both heads' dropout), what training
+//! uses. `rgb_detach` / `pose_detach` / the lateral drop-paths are off in every config and not
+//! offered.
+
+use std::sync::Mutex;
 
 use candle_core::{Result, Tensor};
-use candle_nn::{
-    batch_norm, linear, BatchNorm, BatchNormConfig, Linear, Module, ModuleT, VarBuilder,
-};
+use candle_nn::{linear, Linear, Module, VarBuilder};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 
-use super::ops3d::{conv_transpose3d_temporal, global_avg_pool3d, ConvTranspose3dConfig};
-use super::resnet3d::{self, ConvModule, ResNet3dSlowOnly, EXPANSION};
+use super::ops3d::{conv_transpose3d_temporal, ConvTranspose3dConfig};
+use super::resnet3d::{
+    self, pooled_dropout, reseed, BatchNorm3d, ConvModule, ResNet3dSlowOnly, EXPANSION,
+};
 
 /// The two pathways' `ResNet3dPathway` settings plus the fusion hyper-parameters.
 #[derive(Debug, Clone, PartialEq)]
@@ -105,7 +112,7 @@ fn lateral_inplanes(
 /// BatchNorm3d and ReLU. The rgb→pose lateral.
 struct DeConvModule {
     weight: Tensor,
-    bn: BatchNorm,
+    bn: BatchNorm3d,
     stride: usize,
     padding: usize,
 }
@@ -114,7 +121,7 @@ impl DeConvModule {
     fn new(vb: VarBuilder, cin: usize, cout: usize, kernel: usize, stride: usize) -> Result<Self> {
         // nn.ConvTranspose3d keeps its weight as (in, out, kT, kH, kW).
         let weight = vb.pp("conv").get((cin, cout, kernel, 1, 1), "weight")?;
-        let bn = batch_norm(cout, BatchNormConfig::from(1e-5), vb.pp("bn"))?;
+        let bn = BatchNorm3d::new(cout, vb.pp("bn"))?;
         Ok(DeConvModule {
             weight,
             bn,
@@ -124,8 +131,8 @@ impl DeConvModule {
     }
 }
 
-impl Module for DeConvModule {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+impl DeConvModule {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let t = x.dim(2)?;
         let kt = self.weight.dim(2)?;
         // `self.conv(x, output_size=(N, C, stride·T, H, W))`: PyTorch turns the requested size
@@ -143,7 +150,22 @@ impl Module for DeConvModule {
             output_padding,
         };
         let y = conv_transpose3d_temporal(x, &self.weight, &cfg)?;
-        self.bn.forward_t(&y, false)?.relu()
+        self.bn.forward_relu_t(&y, train, true)
+    }
+}
+
+/// A `layer{i}_lateral`: a bare Conv3d (pose → rgb) or a `DeConvModule` (rgb → pose).
+enum Lateral {
+    Conv(ConvModule),
+    Deconv(DeConvModule),
+}
+
+impl Lateral {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        match self {
+            Lateral::Conv(m) => m.forward_t(x, train),
+            Lateral::Deconv(m) => m.forward_t(x, train),
+        }
     }
 }
 
@@ -152,7 +174,7 @@ impl Module for DeConvModule {
 pub struct Pathway {
     pub net: ResNet3dSlowOnly,
     /// `laterals[i]` is `layer{i+1}_lateral`, feeding stage i+1.
-    laterals: Vec<Option<Box<dyn Module + Send + Sync>>>,
+    laterals: Vec<Option<Lateral>>,
 }
 
 impl Pathway {
@@ -172,7 +194,7 @@ impl Pathway {
         let lat_in = lateral_inplanes(cfg, activate, inv, infl, ratio);
         let net = ResNet3dSlowOnly::new_pathway(cfg, &lat_in, vb.clone())?;
         let n = cfg.stage_blocks.len();
-        let mut laterals: Vec<Option<Box<dyn Module + Send + Sync>>> = Vec::with_capacity(n);
+        let mut laterals = Vec::with_capacity(n);
         for i in 0..n {
             // No lateral out of the final stage (`i != num_stages - 1`).
             if i + 1 == n || !activate.get(i + 1).copied().unwrap_or(false) {
@@ -181,8 +203,8 @@ impl Pathway {
             }
             let inplanes = cfg.stage_channels(i);
             let vbl = vb.pp(format!("layer{}_lateral", i + 1));
-            let m: Box<dyn Module + Send + Sync> = if inv {
-                Box::new(DeConvModule::new(
+            let m = if inv {
+                Lateral::Deconv(DeConvModule::new(
                     vbl,
                     inplanes * ratio,
                     inplanes * ratio / infl,
@@ -191,7 +213,7 @@ impl Pathway {
                 )?)
             } else {
                 // `lateral_norm=False`: a bare Conv3d, no BN and no activation.
-                Box::new(ConvModule::new(
+                Lateral::Conv(ConvModule::new(
                     vbl,
                     inplanes / ratio,
                     inplanes * infl / ratio,
@@ -207,8 +229,8 @@ impl Pathway {
         Ok(Pathway { net, laterals })
     }
 
-    fn lateral(&self, i: usize) -> Option<&(dyn Module + Send + Sync)> {
-        self.laterals.get(i).and_then(|m| m.as_deref())
+    fn lateral(&self, i: usize) -> Option<&Lateral> {
+        self.laterals.get(i).and_then(Option::as_ref)
     }
 }
 
@@ -248,35 +270,50 @@ impl RGBPoseConv3D {
 
     /// `RGBPoseConv3D.forward` in eval mode: returns (RGB features, pose features).
     pub fn forward(&self, rgb: &Tensor, pose: &Tensor) -> Result<(Tensor, Tensor)> {
+        self.forward_t(rgb, pose, false)
+    }
+
+    /// `RGBPoseConv3D.forward`; `train` as `nn.Module.train()`.
+    pub fn forward_t(&self, rgb: &Tensor, pose: &Tensor, train: bool) -> Result<(Tensor, Tensor)> {
         let (r, p) = (&self.rgb_path, &self.pose_path);
-        let mut x_rgb = r.net.forward_stem(rgb)?;
-        let mut x_pose = p.net.forward_stem(pose)?;
-        x_rgb = r.net.forward_stage(0, &x_rgb)?;
-        x_rgb = r.net.forward_stage(1, &x_rgb)?;
-        x_pose = p.net.forward_stage(0, &x_pose)?;
+        let mut x_rgb = r.net.forward_stem_t(rgb, train)?;
+        let mut x_pose = p.net.forward_stem_t(pose, train)?;
+        x_rgb = r.net.forward_stage_t(0, &x_rgb, train)?;
+        x_rgb = r.net.forward_stage_t(1, &x_rgb, train)?;
+        x_pose = p.net.forward_stage_t(0, &x_pose, train)?;
         // Then per fusion point j: RGB after layer(j+2) meets pose after layer(j+1).
         for j in 0..p.net.num_stages() - 1 {
             // Both laterals read the pre-concat features, and each pathway keeps its own
             // features first in the concat.
-            let from_pose = r.lateral(j + 1).map(|m| m.forward(&x_pose)).transpose()?;
-            let from_rgb = p.lateral(j).map(|m| m.forward(&x_rgb)).transpose()?;
+            let from_pose = r
+                .lateral(j + 1)
+                .map(|m| m.forward_t(&x_pose, train))
+                .transpose()?;
+            let from_rgb = p
+                .lateral(j)
+                .map(|m| m.forward_t(&x_rgb, train))
+                .transpose()?;
             if let Some(l) = from_pose {
                 x_rgb = Tensor::cat(&[&x_rgb, &l], 1)?;
             }
             if let Some(l) = from_rgb {
                 x_pose = Tensor::cat(&[&x_pose, &l], 1)?;
             }
-            x_rgb = r.net.forward_stage(j + 2, &x_rgb)?;
-            x_pose = p.net.forward_stage(j + 1, &x_pose)?;
+            x_rgb = r.net.forward_stage_t(j + 2, &x_rgb, train)?;
+            x_pose = p.net.forward_stage_t(j + 1, &x_pose, train)?;
         }
         Ok((x_rgb, x_pose))
     }
 }
 
-/// `RGBPoseHead`: per stream global average pool → (dropout) → `fc_rgb` / `fc_pose`.
+/// `RGBPoseHead`: per stream global average pool → dropout → `fc_rgb` / `fc_pose`.
 pub struct RGBPoseHead {
     fc_rgb: Linear,
     fc_pose: Linear,
+    /// `dropout` (0.5, expanded to both streams).
+    pub dropout: f64,
+    /// One seeded generator for both masks (RGB drawn first), as `I3DHead`'s.
+    rng: Box<Mutex<ChaCha8Rng>>,
 }
 
 impl RGBPoseHead {
@@ -284,15 +321,30 @@ impl RGBPoseHead {
         Ok(RGBPoseHead {
             fc_rgb: linear(in_rgb, num_classes, vb.pp("fc_rgb"))?,
             fc_pose: linear(in_pose, num_classes, vb.pp("fc_pose"))?,
+            dropout: 0.5,
+            rng: Box::new(Mutex::new(ChaCha8Rng::seed_from_u64(0))),
         })
     }
 
     /// (RGB logits, pose logits); dropout is the identity at inference.
     pub fn forward(&self, x_rgb: &Tensor, x_pose: &Tensor) -> Result<(Tensor, Tensor)> {
-        Ok((
-            self.fc_rgb.forward(&global_avg_pool3d(x_rgb)?)?,
-            self.fc_pose.forward(&global_avg_pool3d(x_pose)?)?,
-        ))
+        self.forward_t(x_rgb, x_pose, false)
+    }
+
+    pub fn forward_t(
+        &self,
+        x_rgb: &Tensor,
+        x_pose: &Tensor,
+        train: bool,
+    ) -> Result<(Tensor, Tensor)> {
+        let r = pooled_dropout(x_rgb, self.dropout, train, &self.rng)?;
+        let p = pooled_dropout(x_pose, self.dropout, train, &self.rng)?;
+        Ok((self.fc_rgb.forward(&r)?, self.fc_pose.forward(&p)?))
+    }
+
+    /// Restarts the dropout mask generator.
+    pub fn set_dropout_seed(&self, seed: u64) -> Result<()> {
+        reseed(&self.rng, seed)
     }
 }
 
@@ -319,8 +371,14 @@ impl RGBPose {
     /// RGB `[N, 3, T, H, W]` and pose heatmaps `[N, K, α·T, H/4, W/4]` → (RGB logits, pose
     /// logits), each `[N, num_classes]`, as `RGBPoseHead.forward`'s `{'rgb', 'pose'}`.
     pub fn forward(&self, rgb: &Tensor, pose: &Tensor) -> Result<(Tensor, Tensor)> {
-        let (x_rgb, x_pose) = self.backbone.forward(rgb, pose)?;
-        self.head.forward(&x_rgb, &x_pose)
+        self.forward_t(rgb, pose, false)
+    }
+
+    /// `train` switches BatchNorm to batch statistics (updating the running ones) and turns
+    /// both heads' dropout on.
+    pub fn forward_t(&self, rgb: &Tensor, pose: &Tensor, train: bool) -> Result<(Tensor, Tensor)> {
+        let (x_rgb, x_pose) = self.backbone.forward_t(rgb, pose, train)?;
+        self.head.forward_t(&x_rgb, &x_pose, train)
     }
 }
 

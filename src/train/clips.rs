@@ -30,6 +30,9 @@ pub fn load_clips(
     if cfg.is_video() {
         return load_video(ds, cfg, split, labelled_only);
     }
+    if cfg.is_rgbpose() || cfg.is_rgb_only() {
+        return load_rgbpose(ds, cfg, split, labelled_only);
+    }
     let s = load_split(ds, split, labelled_only)?;
     Ok(LoadedSplit {
         set: Arc::new(PoseSet {
@@ -74,6 +77,52 @@ fn load_video(
     })
 }
 
+#[cfg(feature = "video")]
+fn load_rgbpose(
+    ds: &Dataset,
+    cfg: &TrainConfig,
+    split: &str,
+    labelled_only: bool,
+) -> Result<LoadedSplit> {
+    use crate::nn::video_views::{IMIGUE_MEAN, IMIGUE_STD};
+    use crate::train::config::Heatmap;
+    use crate::train::rgbpose_data::{load_rgbpose_split, RgbPosePipeline};
+    let d = &cfg.data;
+    let s = load_rgbpose_split(ds, split, labelled_only)?;
+    let pipeline = RgbPosePipeline {
+        skeleton: cfg.skeleton()?,
+        limb: d.heatmap == Heatmap::Limb,
+        rgb_len: d.rgb_clip_len.unwrap_or(8),
+        pose_len: if cfg.is_rgbpose() { d.clip_len } else { 0 },
+        size: d.resize_short,
+        train_size: d.train_size,
+        val_size: d.val_size,
+        crop_area: d.crop_area,
+        crop_aspect: d.crop_aspect,
+        flip: d.flip,
+        sigma: d.sigma,
+        scaling: d.heatmap_scaling.unwrap_or(0.25),
+        mean: d.mean.unwrap_or(IMIGUE_MEAN),
+        std: d.std.unwrap_or(IMIGUE_STD),
+    };
+    Ok(LoadedSplit {
+        set: Arc::new(ClipList {
+            items: s.items,
+            pipeline,
+        }),
+        skipped: s.skipped,
+        notes: s.notes,
+    })
+}
+
+#[cfg(not(feature = "video"))]
+fn load_rgbpose(_: &Dataset, cfg: &TrainConfig, _: &str, _: bool) -> Result<LoadedSplit> {
+    Err(super::TrainError::Invalid(format!(
+        "model.arch {}: training on RGB frames needs a build with the `video` feature",
+        cfg.model.arch
+    )))
+}
+
 #[cfg(not(feature = "video"))]
 fn load_video(_: &Dataset, cfg: &TrainConfig, _: &str, _: bool) -> Result<LoadedSplit> {
     Err(super::TrainError::Invalid(format!(
@@ -92,8 +141,10 @@ pub trait ClipSet: Send + Sync {
     /// One random training view of clip `i`, drawn from `rng` alone.
     fn train_volume(&self, i: usize, rng: &mut ChaCha8Rng) -> Result<Vec<f32>>;
     fn val_volume(&self, i: usize) -> Result<Vec<f32>>;
-    fn train_shape(&self) -> [usize; 4];
-    fn val_shape(&self) -> [usize; 4];
+    /// The inputs of one volume, in order (one for most models; RGB then heatmaps for
+    /// RGBPoseConv3D). A volume is its inputs' values one after the other.
+    fn train_shape(&self) -> Vec<[usize; 4]>;
+    fn val_shape(&self) -> Vec<[usize; 4]>;
 }
 
 /// What the loop reads of one clip record.
@@ -106,8 +157,8 @@ pub trait Clip: Send + Sync {
 pub trait ClipPipeline<I>: Send + Sync {
     fn train_volume(&self, item: &I, rng: &mut ChaCha8Rng) -> Result<Vec<f32>>;
     fn val_volume(&self, item: &I) -> Result<Vec<f32>>;
-    fn train_shape(&self) -> [usize; 4];
-    fn val_shape(&self) -> [usize; 4];
+    fn train_shape(&self) -> Vec<[usize; 4]>;
+    fn val_shape(&self) -> Vec<[usize; 4]>;
 }
 
 /// A split's clip records and the pipeline that turns them into volumes.
@@ -137,11 +188,11 @@ impl<I: Clip, P: ClipPipeline<I>> ClipSet for ClipList<I, P> {
         self.pipeline.val_volume(&self.items[i])
     }
 
-    fn train_shape(&self) -> [usize; 4] {
+    fn train_shape(&self) -> Vec<[usize; 4]> {
         self.pipeline.train_shape()
     }
 
-    fn val_shape(&self) -> [usize; 4] {
+    fn val_shape(&self) -> Vec<[usize; 4]> {
         self.pipeline.val_shape()
     }
 }
@@ -168,14 +219,14 @@ impl ClipPipeline<PoseItem> for Pipeline {
         Pipeline::val_volume(self, item)
     }
 
-    fn train_shape(&self) -> [usize; 4] {
+    fn train_shape(&self) -> Vec<[usize; 4]> {
         let c = &self.cfg;
-        [self.channels, c.clip_len, c.train_size, c.train_size]
+        vec![[self.channels, c.clip_len, c.train_size, c.train_size]]
     }
 
-    fn val_shape(&self) -> [usize; 4] {
+    fn val_shape(&self) -> Vec<[usize; 4]> {
         let c = &self.cfg;
-        [self.channels, c.clip_len, c.val_size, c.val_size]
+        vec![[self.channels, c.clip_len, c.val_size, c.val_size]]
     }
 }
 
@@ -210,12 +261,12 @@ mod video {
             VideoPipelineConfig::val_volume(self, item)
         }
 
-        fn train_shape(&self) -> [usize; 4] {
-            VideoPipelineConfig::train_shape(self)
+        fn train_shape(&self) -> Vec<[usize; 4]> {
+            vec![VideoPipelineConfig::train_shape(self)]
         }
 
-        fn val_shape(&self) -> [usize; 4] {
-            VideoPipelineConfig::train_shape(self)
+        fn val_shape(&self) -> Vec<[usize; 4]> {
+            vec![VideoPipelineConfig::train_shape(self)]
         }
     }
 }

@@ -51,6 +51,13 @@ pub struct ModelConfig {
     pub num_heads: Option<Vec<usize>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<(usize, usize, usize)>,
+    /// RGBPoseConv3D: the RGB pathway's width and blocks per stage (4 stages); default
+    /// SlowOnly-R50's 64 and (3, 4, 6, 3). `base_channels` / `stage_blocks` are the pose
+    /// pathway's, which needs half the RGB width (the laterals' channel ratio 4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rgb_base_channels: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rgb_stage_blocks: Option<Vec<usize>>,
     /// Weights to start from (`load_from`): every tensor whose key and shape match is copied;
     /// the rest (a head for another class count) keeps its fresh initialisation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -116,6 +123,14 @@ pub struct DataConfig {
     pub mean: Option<[f32; 3]>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub std: Option<[f32; 3]>,
+    /// RGBPoseConv3D: RGB frames per clip (`MMUniformSampleFrames(clip_len=dict(RGB=…))`);
+    /// `clip_len` is the pose frames, 4× as many (the speed ratio).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rgb_clip_len: Option<usize>,
+    /// RGBPoseConv3D: `GeneratePoseTarget(scaling)`, the heatmap canvas relative to the RGB
+    /// frame (0.25: 224² RGB, 56² heatmaps).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heatmap_scaling: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -146,6 +161,12 @@ pub struct OptimConfig {
     pub warmup_epochs: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warmup_start_factor: Option<f64>,
+    /// Step schedule instead of the cosine (mmcv `lr_config=dict(policy='step', step=[…])`):
+    /// the lr is multiplied by `lr_gamma` (default 0.1) at the start of each listed epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lr_steps: Option<Vec<usize>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lr_gamma: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -188,6 +209,26 @@ pub const PRESETS: &[(&str, &str)] = &[
         "swin-t-rgb",
         "MM-Gesture Video Swin-T on RGB: 32×2 frames, 224², AdamW 1e-3 (backbone ×0.1), wd 0.02, warm-up 2.5 + cosine, 30 epochs",
     ),
+    (
+        "rgb-slowonly",
+        "MM-Gesture rgb_only.py, the RGB pathway's pretraining: SlowOnly-R50 on 8×224² RGB, lr 0.15, cosine, 18 epochs",
+    ),
+    (
+        "rgb-slowonly-tiny",
+        "the RGB SlowOnly for the demo on a CPU: base 16, blocks (1,1,1,1), 4×64² (val 64²), 8 epochs",
+    ),
+    (
+        "rgbpose-joint",
+        "MM-Gesture RGB+J RGBPoseConv3D: RGB 8×224² + joint heatmaps 32×56² (σ 0.7), lr 0.0075, steps at 12 and 16, 20 epochs; init from `mgscope probe merge-rgbpose`",
+    ),
+    (
+        "rgbpose-limb",
+        "MM-Gesture RGB+L as published: pose pathway from the limb PoseC3D, heatmaps drawn from joints (its config is RGB+J's; set data.heatmap = \"limb\" to draw limbs)",
+    ),
+    (
+        "rgbpose-tiny",
+        "an RGBPoseConv3D for the demo on a CPU: RGB base 16 (1,1,1,1), pose base 8 (1,1,1), RGB 4×64², pose 16×16², 10 epochs",
+    ),
     ("swin-t-taylor", "Swin-T on the extracted Taylor videos"),
     ("swin-t-flow", "Swin-T on the extracted optical-flow videos"),
     ("swin-t-depth", "Swin-T on the extracted depth videos"),
@@ -215,6 +256,8 @@ impl TrainConfig {
                 depths: None,
                 num_heads: None,
                 window: None,
+                rgb_base_channels: None,
+                rgb_stage_blocks: None,
             },
             data: DataConfig {
                 heatmap: Heatmap::Joint,
@@ -239,6 +282,8 @@ impl TrainConfig {
                 frame_interval: None,
                 mean: None,
                 std: None,
+                rgb_clip_len: None,
+                heatmap_scaling: None,
             },
             optim: OptimConfig {
                 lr: 0.05,
@@ -253,6 +298,8 @@ impl TrainConfig {
                 backbone_lr_mult: None,
                 warmup_epochs: None,
                 warmup_start_factor: None,
+                lr_steps: None,
+                lr_gamma: None,
             },
             run: RunConfig {
                 seed: 0,
@@ -308,7 +355,85 @@ impl TrainConfig {
             c.optim.epochs = 30;
             c
         };
+        // mm-gesture.md §3.3 (`rgbJoint_conv3d.py`): MMUniformSampleFrames(RGB 8, Pose 32),
+        // MMCompact, Resize 256², RandomResizedCrop(0.56–1), Resize 224², Flip; heatmaps σ 0.7
+        // at scale 0.25 with scores; SGD 0.0075 (batch 6 per GPU), wd 1e-4, clip 40, step
+        // at [12, 16], 20 epochs; MM-Gesture's iMiGUE mean/std.
+        let rgbpose = || {
+            let mut c = joint.clone();
+            c.model.arch = "rgbpose-conv3d".into();
+            c.data.clip_len = 32;
+            c.data.rgb_clip_len = Some(8);
+            c.data.sigma = 0.7;
+            c.data.heatmap_scaling = Some(0.25);
+            c.data.resize_short = 256;
+            c.data.train_size = 224;
+            c.data.val_size = 256;
+            c.data.repeat = 1;
+            c.data.batch_size = 6;
+            c.data.val_batch_size = 4;
+            c.data.mean = Some(crate::nn::video_views::IMIGUE_MEAN);
+            c.data.std = Some(crate::nn::video_views::IMIGUE_STD);
+            c.optim.lr = 0.0075;
+            c.optim.weight_decay = 1e-4;
+            c.optim.epochs = 20;
+            c.optim.lr_steps = Some(vec![12, 16]);
+            c
+        };
+        // mm-gesture.md §3.2 (`rgb_only.py`): MMUniformSampleFrames(RGB 8), MMCompact, Resize
+        // 256², RandomResizedCrop(0.56–1), Resize 224², Flip; val Resize 224²; SGD 0.15
+        // (batch 26 per GPU), wd 1e-4, cosine, 18 epochs.
+        let rgb_only = || {
+            let mut c = rgbpose();
+            c.model.arch = "slowonly-r50-rgb".into();
+            c.data.clip_len = 8;
+            c.data.rgb_clip_len = Some(8);
+            c.data.heatmap_scaling = None;
+            c.data.val_size = 224;
+            c.data.batch_size = 26;
+            c.optim.lr = 0.15;
+            c.optim.epochs = 18;
+            c.optim.lr_steps = None;
+            c
+        };
         Ok(match name {
+            "rgb-slowonly" => rgb_only(),
+            "rgb-slowonly-tiny" => {
+                let mut c = rgb_only();
+                c.model.rgb_base_channels = Some(16);
+                c.model.rgb_stage_blocks = Some(vec![1, 1, 1, 1]);
+                c.data.clip_len = 4;
+                c.data.rgb_clip_len = Some(4);
+                c.data.resize_short = 72;
+                c.data.train_size = 64;
+                c.data.val_size = 64;
+                c.data.batch_size = 8;
+                c.data.val_batch_size = 8;
+                c.data.workers = 2;
+                c.optim.lr = 0.05;
+                c.optim.epochs = 8;
+                c
+            }
+            "rgbpose-joint" | "rgbpose-limb" => rgbpose(),
+            "rgbpose-tiny" => {
+                let mut c = rgbpose();
+                c.model.base_channels = 8;
+                c.model.stage_blocks = vec![1, 1, 1];
+                c.model.rgb_base_channels = Some(16);
+                c.model.rgb_stage_blocks = Some(vec![1, 1, 1, 1]);
+                c.data.clip_len = 16;
+                c.data.rgb_clip_len = Some(4);
+                c.data.resize_short = 72;
+                c.data.train_size = 64;
+                c.data.val_size = 72;
+                c.data.batch_size = 8;
+                c.data.val_batch_size = 8;
+                c.data.workers = 2;
+                c.optim.lr = 0.05;
+                c.optim.epochs = 10;
+                c.optim.lr_steps = Some(vec![7, 9]);
+                c
+            }
             "swin-t-rgb" => swin("swin-t", "rgb"),
             "swin-t-taylor" => swin("swin-t", "taylor"),
             "swin-t-flow" => swin("swin-t", "flow"),
@@ -415,7 +540,8 @@ impl TrainConfig {
         let o = &self.optim;
         let video = self.is_video();
         let sources = ["rgb", "taylor", "flow", "depth"];
-        let checks: [(bool, String); 17] = [
+        let rgbpose = self.is_rgbpose();
+        let checks: Vec<(bool, String)> = vec![
             (m.base_channels > 0, "model.base_channels must be > 0".into()),
             (
                 m.stage_blocks.len() == 3 && m.stage_blocks.iter().all(|&b| b > 0),
@@ -448,8 +574,32 @@ impl TrainConfig {
                 format!("data.source {:?}: a Swin stream reads rgb, taylor, flow or depth", d.source.as_deref().unwrap_or_default()),
             ),
             (
-                video || matches!(m.arch.as_str(), "posec3d-joint36" | "posec3d-limb36"),
-                format!("model.arch {:?}: expected posec3d-joint36, posec3d-limb36, swin-t, swin-s or swin-b", m.arch),
+                video || rgbpose || matches!(m.arch.as_str(), "posec3d-joint36" | "posec3d-limb36" | "slowonly-r50-rgb"),
+                format!("model.arch {:?}: expected posec3d-joint36, posec3d-limb36, slowonly-r50-rgb, rgbpose-conv3d, swin-t, swin-s or swin-b", m.arch),
+            ),
+            (
+                d.rgb_clip_len.is_none_or(|r| r > 0)
+                    && (!rgbpose || d.rgb_clip_len.is_some_and(|r| d.clip_len == 4 * r)),
+                format!(
+                    "data.clip_len {} must be 4 × data.rgb_clip_len {:?} (RGBPoseConv3D's speed ratio)",
+                    d.clip_len, d.rgb_clip_len
+                ),
+            ),
+            (
+                m.rgb_stage_blocks.as_ref().is_none_or(|b| b.len() == 4 && b.iter().all(|&x| x > 0))
+                    && m.rgb_base_channels.is_none_or(|c| c > 0)
+                    && (!rgbpose || m.rgb_base_channels.unwrap_or(64) == 2 * m.base_channels),
+                format!(
+                    "model.rgb_stage_blocks must be 4 positive counts and model.rgb_base_channels ({}) twice model.base_channels ({}): the laterals divide channels by 4",
+                    m.rgb_base_channels.unwrap_or(64),
+                    m.base_channels
+                ),
+            ),
+            (
+                d.heatmap_scaling.is_none_or(|s| s > 0.0 && s <= 1.0)
+                    && o.lr_gamma.is_none_or(|g| g > 0.0)
+                    && o.lr_steps.as_ref().is_none_or(|v| v.windows(2).all(|w| w[0] < w[1])),
+                "data.heatmap_scaling must be in (0, 1], optim.lr_gamma > 0, optim.lr_steps increasing".into(),
             ),
             (
                 matches!(o.optimizer.as_deref(), None | Some("sgd" | "adamw")),
@@ -491,6 +641,34 @@ impl TrainConfig {
     /// A Video Swin stream (frames in, `swin-*` arch) rather than a heatmap one.
     pub fn is_video(&self) -> bool {
         self.model.arch.starts_with("swin")
+    }
+
+    /// An RGBPoseConv3D stream (RGB frames and heatmaps in, two heads out).
+    pub fn is_rgbpose(&self) -> bool {
+        self.model.arch == "rgbpose-conv3d"
+    }
+
+    /// The RGB SlowOnly that pretrains RGBPoseConv3D's RGB pathway (RGB frames in).
+    pub fn is_rgb_only(&self) -> bool {
+        self.model.arch == "slowonly-r50-rgb"
+    }
+
+    /// The RGBPoseConv3D network of this config: MM-Gesture's, with the config's widths, depths
+    /// and heatmap channels.
+    pub fn rgbpose_network(&self, num_classes: usize) -> Result<crate::nn::rgbpose::Config> {
+        let m = &self.model;
+        let mut c = crate::nn::rgbpose::Config::rgbpose_conv3d();
+        c.pose.in_channels = self.in_channels()?;
+        c.pose.base_channels = m.base_channels;
+        c.pose.stage_blocks = m.stage_blocks.clone();
+        if let Some(b) = m.rgb_base_channels {
+            c.rgb.base_channels = b;
+        }
+        if let Some(v) = &m.rgb_stage_blocks {
+            c.rgb.stage_blocks = v.clone();
+        }
+        c.num_classes = num_classes;
+        Ok(c)
     }
 
     /// The Swin network of this config: the arch's, with the config's overrides.
@@ -546,8 +724,21 @@ impl TrainConfig {
         })
     }
 
-    /// The network: PoseC3D's strides and stem with this config's width and depth.
+    /// The network: PoseC3D's strides and stem with this config's width and depth (the RGB
+    /// SlowOnly-R50's with `model.rgb_*` for `slowonly-r50-rgb`).
     pub fn network(&self, num_classes: usize) -> Result<resnet3d::Config> {
+        if self.is_rgb_only() {
+            let m = &self.model;
+            let mut c = resnet3d::Config::slowonly_r50_rgb();
+            if let Some(b) = m.rgb_base_channels {
+                c.base_channels = b;
+            }
+            if let Some(v) = &m.rgb_stage_blocks {
+                c.stage_blocks = v.clone();
+            }
+            c.num_classes = num_classes;
+            return Ok(c);
+        }
         Ok(resnet3d::Config {
             in_channels: self.in_channels()?,
             base_channels: self.model.base_channels,

@@ -221,7 +221,7 @@ impl Pipeline {
 }
 
 /// `[T, C, H, W]` → `[C, T, H, W]` (FormatShape 'NCTHW_Heatmap' for one clip).
-fn frames_to_channels(data: &[f32], shape: [usize; 4]) -> Vec<f32> {
+pub(crate) fn frames_to_channels(data: &[f32], shape: [usize; 4]) -> Vec<f32> {
     let [t, c, h, w] = shape;
     let plane = h * w;
     let mut out = vec![0f32; data.len()];
@@ -235,36 +235,57 @@ fn frames_to_channels(data: &[f32], shape: [usize; 4]) -> Vec<f32> {
     out
 }
 
-/// A batch as the loader hands it over: `[B, C, T, H, W]` values on the host.
+/// A batch as the loader hands it over: per model input `[B, C, T, H, W]` values on the host.
 #[derive(Debug, Clone)]
 pub struct Batch {
     /// Which items (indices into the split's item list).
     pub items: Vec<usize>,
-    pub data: Vec<f32>,
-    pub shape: [usize; 5],
+    pub inputs: Vec<BatchInput>,
     /// Class per item (unlabelled items are absent from train batches; 0 in val ones).
     pub labels: Vec<u32>,
 }
 
-/// Assembles a batch from per-item volumes of equal size.
+#[derive(Debug, Clone)]
+pub struct BatchInput {
+    pub data: Vec<f32>,
+    pub shape: [usize; 5],
+}
+
+/// Assembles a batch from per-item volumes of equal size, each its inputs' values (`shapes`,
+/// in order) one after the other.
 pub fn stack(
     items: Vec<usize>,
     volumes: Vec<Vec<f32>>,
     labels: Vec<u32>,
-    chw: [usize; 4],
+    shapes: &[[usize; 4]],
 ) -> Result<Batch> {
-    let per: usize = chw.iter().product();
+    let sizes: Vec<usize> = shapes.iter().map(|s| s.iter().product()).collect();
+    let per: usize = sizes.iter().sum();
     if let Some(v) = volumes.iter().find(|v| v.len() != per) {
         return Err(TrainError::Loader(format!(
-            "a volume has {} values, expected {per} ({chw:?})",
+            "a volume has {} values, expected {per} ({shapes:?})",
             v.len()
         )));
     }
     let b = volumes.len();
+    let mut inputs: Vec<BatchInput> = shapes
+        .iter()
+        .zip(&sizes)
+        .map(|(s, &n)| BatchInput {
+            data: Vec::with_capacity(b * n),
+            shape: [b, s[0], s[1], s[2], s[3]],
+        })
+        .collect();
+    for v in &volumes {
+        let mut at = 0;
+        for (input, &n) in inputs.iter_mut().zip(&sizes) {
+            input.data.extend_from_slice(&v[at..at + n]);
+            at += n;
+        }
+    }
     Ok(Batch {
         items,
-        data: volumes.concat(),
-        shape: [b, chw[0], chw[1], chw[2], chw[3]],
+        inputs,
         labels,
     })
 }
@@ -380,7 +401,12 @@ mod tests {
         let make: Arc<MakeBatch> = Arc::new(|b| {
             // uneven work so threads finish out of order
             std::thread::sleep(std::time::Duration::from_millis(((b * 7) % 5) as u64));
-            stack(vec![b], vec![vec![b as f32]], vec![b as u32], [1, 1, 1, 1])
+            stack(
+                vec![b],
+                vec![vec![b as f32]],
+                vec![b as u32],
+                &[[1, 1, 1, 1]],
+            )
         });
         let got: Vec<usize> = Loader::spawn(3, 20, 4, 2, make)
             .map(|b| b.expect("batch").items[0])
@@ -391,7 +417,7 @@ mod tests {
     #[test]
     fn loader_stops_when_dropped_early() {
         let make: Arc<MakeBatch> =
-            Arc::new(|b| stack(vec![b], vec![vec![0.0]], vec![0], [1, 1, 1, 1]));
+            Arc::new(|b| stack(vec![b], vec![vec![0.0]], vec![0], &[[1, 1, 1, 1]]));
         let mut l = Loader::spawn(0, 1000, 3, 1, make);
         assert!(l.next().is_some());
         drop(l);
@@ -408,6 +434,29 @@ mod tests {
         assert_eq!(items, vec![0, 0, 1, 1, 2, 2, 3, 3, 4, 4]);
         let pos: Vec<usize> = a.iter().flatten().map(|p| p.0).collect();
         assert_eq!(pos, (0..10).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn stack_splits_each_volume_into_its_inputs() {
+        // two items, inputs of 2 and 3 values
+        let b = stack(
+            vec![4, 7],
+            vec![vec![1., 2., 3., 4., 5.], vec![6., 7., 8., 9., 10.]],
+            vec![0, 1],
+            &[[2, 1, 1, 1], [1, 3, 1, 1]],
+        )
+        .expect("stack");
+        assert_eq!(b.inputs[0].data, vec![1., 2., 6., 7.]);
+        assert_eq!(b.inputs[0].shape, [2, 2, 1, 1, 1]);
+        assert_eq!(b.inputs[1].data, vec![3., 4., 5., 8., 9., 10.]);
+        assert_eq!(b.inputs[1].shape, [2, 1, 3, 1, 1]);
+        let e = stack(
+            vec![0],
+            vec![vec![1.0; 4]],
+            vec![0],
+            &[[2, 1, 1, 1], [1, 3, 1, 1]],
+        );
+        assert!(e.is_err_and(|e| e.to_string().contains("expected 5")));
     }
 
     #[test]

@@ -49,6 +49,11 @@ fn normals(rng: &mut ChaCha8Rng, n: usize, std: f64) -> Vec<f32> {
     out
 }
 
+/// The rgb → pose laterals of RGBPoseConv3D (`DeConvModule`, a ConvTranspose3d).
+fn is_deconv_lateral(key: &str) -> bool {
+    key.contains("pose_path.") && key.contains("_lateral.conv.weight")
+}
+
 /// Re-initialises every variable as the reference does, from `seed`.
 pub fn init_reference(vm: &VarMap, seed: u64) -> Result<()> {
     for (key, var) in named_vars(vm)? {
@@ -57,10 +62,22 @@ pub fn init_reference(vm: &VarMap, seed: u64) -> Result<()> {
         let n = t.elem_count();
         // one stream per key, so adding a layer does not reshuffle the others
         let mut rng = ChaCha8Rng::seed_from_u64(mix(mix(seed, stream::INIT), fnv(&key)));
-        let values: Vec<f32> = if key.ends_with(".conv.weight") && dims.len() == 5 {
+        let values: Vec<f32> = if is_deconv_lateral(&key) && dims.len() == 5 {
+            // RGBPoseConv3D's init only redraws nn.Conv3d, so its ConvTranspose3d laterals keep
+            // PyTorch's default: kaiming_uniform(a=√5), i.e. U(±1/√fan_in) with the transposed
+            // weight's fan_in = out channels × kernel.
+            let fan_in: usize = dims[1] * dims[2..].iter().product::<usize>();
+            let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
+            (0..n)
+                .map(|_| ((rng.random::<f64>() * 2.0 - 1.0) * bound) as f32)
+                .collect()
+        } else if key.ends_with(".conv.weight") && dims.len() == 5 {
             let fan_out: usize = dims[0] * dims[2..].iter().product::<usize>();
             normals(&mut rng, n, (2.0 / fan_out.max(1) as f64).sqrt())
-        } else if key.ends_with("fc_cls.weight") {
+        } else if ["fc_cls.weight", "fc_rgb.weight", "fc_pose.weight"]
+            .iter()
+            .any(|k| key.ends_with(k))
+        {
             normals(&mut rng, n, 0.01)
         } else if key.ends_with(".bn.weight") {
             let v = if key.ends_with(".conv3.bn.weight") {

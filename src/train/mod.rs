@@ -13,6 +13,8 @@ pub mod config;
 pub mod data;
 pub mod init;
 pub mod optim;
+#[cfg(feature = "video")]
+pub mod rgbpose_data;
 pub mod run;
 #[cfg(feature = "video")]
 pub mod video_data;

@@ -13,7 +13,9 @@
 //!   far). Every random stream is derived from (seed, epoch, sample, iteration), so the seed
 //!   and the counter are the whole generator state;
 //! - `best.safetensors` (best validation top-1) and `val_scores.json` (its per-clip scores),
-//!   registered in the dataset as an ensemble stream when the run completes.
+//!   registered in the dataset as an ensemble stream when the run completes (RGBPoseConv3D:
+//!   one stream per head, `<name>.rgb` and `<name>.pose`; its validation top-1 is pyskl's
+//!   `RGBPose_1:1`, the sum of the two heads' probabilities).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -37,6 +39,7 @@ use super::optim::{
 use super::{mix, stream, Result, TrainError};
 use crate::nn::checkpoint::{write_safetensors, StateDict};
 use crate::nn::resnet3d::PoseC3D;
+use crate::nn::rgbpose::RGBPose;
 use crate::nn::swin3d::VideoSwin;
 use crate::store::{Dataset, StoredStream};
 
@@ -99,6 +102,10 @@ pub struct ValRecord {
     pub mean_class_acc: f64,
     pub clips: usize,
     pub seconds: f64,
+    /// Models with several heads: each head's own top-1, by head name (`top1` is their
+    /// 1:1 fusion).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub heads_top1: BTreeMap<String, f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -163,13 +170,35 @@ pub fn install_interrupt_handler() {
 enum Recognizer {
     Pose(PoseC3D),
     Swin(VideoSwin),
+    RgbPose(Box<RGBPose>),
 }
 
 impl Recognizer {
-    fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+    /// Logits per head, from the batch's inputs in the data pipeline's order.
+    fn forward_t(&self, x: &[Tensor], train: bool) -> candle_core::Result<Vec<Tensor>> {
+        let one = |i: usize| {
+            x.get(i).ok_or_else(|| {
+                candle_core::Error::Msg(format!(
+                    "the model needs input {i}, the batch has {}",
+                    x.len()
+                ))
+            })
+        };
+        Ok(match self {
+            Recognizer::Pose(m) => vec![m.forward_t(one(0)?, train)?],
+            Recognizer::Swin(m) => vec![m.forward_t(one(0)?, train)?],
+            Recognizer::RgbPose(m) => {
+                let (r, p) = m.forward_t(one(0)?, one(1)?, train)?;
+                vec![r, p]
+            }
+        })
+    }
+
+    /// Head names (`RGBPoseHead`'s loss components); one unnamed head otherwise.
+    fn heads(&self) -> &'static [&'static str] {
         match self {
-            Recognizer::Pose(m) => m.forward_t(x, train),
-            Recognizer::Swin(m) => m.forward_t(x, train),
+            Recognizer::RgbPose(_) => &["rgb", "pose"],
+            _ => &[""],
         }
     }
 
@@ -177,6 +206,7 @@ impl Recognizer {
         match self {
             Recognizer::Pose(m) => m.head.set_dropout_seed(seed),
             Recognizer::Swin(m) => m.set_dropout_seed(seed),
+            Recognizer::RgbPose(m) => m.head.set_dropout_seed(seed),
         }
     }
 }
@@ -196,6 +226,10 @@ fn build_net(cfg: &TrainConfig, classes: usize, device: &Device) -> Result<Net> 
         let mut m = VideoSwin::new(&cfg.swin_network(classes)?, vb)?;
         m.head.dropout = cfg.model.dropout;
         Recognizer::Swin(m)
+    } else if cfg.is_rgbpose() {
+        let mut m = RGBPose::new(&cfg.rgbpose_network(classes)?, vb)?;
+        m.head.dropout = cfg.model.dropout;
+        Recognizer::RgbPose(Box::new(m))
     } else {
         let mut m = PoseC3D::new(&cfg.network(classes)?, vb)?;
         m.head.dropout = cfg.model.dropout;
@@ -320,13 +354,29 @@ impl Optimizer {
 /// The lr schedule: per-iteration cosine (PoseC3D), or mmengine's linear warm-up chained with
 /// an epoch-based cosine (Swin).
 enum Schedule {
-    Cosine { eta_min: f64, total: usize },
+    Cosine {
+        eta_min: f64,
+        total: usize,
+    },
     Warmup(WarmupCosine),
+    /// mmcv's `StepLrUpdaterHook` by epoch: × `gamma` at each of `steps`.
+    Step {
+        ipe: usize,
+        steps: Vec<usize>,
+        gamma: f64,
+    },
 }
 
 impl Schedule {
     fn new(cfg: &TrainConfig, ipe: usize, total: usize) -> Self {
         let o = &cfg.optim;
+        if let Some(steps) = &o.lr_steps {
+            return Schedule::Step {
+                ipe: ipe.max(1),
+                steps: steps.clone(),
+                gamma: o.lr_gamma.unwrap_or(0.1),
+            };
+        }
         match o.warmup_epochs {
             Some(w) => Schedule::Warmup(WarmupCosine {
                 start_factor: o.warmup_start_factor.unwrap_or(0.1),
@@ -347,6 +397,11 @@ impl Schedule {
         match self {
             Schedule::Cosine { eta_min, total } => cosine_lr(initial, *eta_min, iter, *total),
             Schedule::Warmup(s) => warmup_cosine_lr(initial, s, iter),
+            Schedule::Step { ipe, steps, gamma } => {
+                let epoch = iter / ipe;
+                let passed = steps.iter().filter(|&&s| epoch >= s).count();
+                initial * gamma.powi(passed as i32)
+            }
         }
     }
 }
@@ -450,6 +505,7 @@ pub fn train(dataset: &Path, cfg: Option<&TrainConfig>, opts: &RunOptions) -> Re
         if cfg.is_video() {
             init_swin(&net.vm, seed)?;
         } else {
+            // ResNet3d and RGBPoseConv3D share the reference init (laterals included).
             init_reference(&net.vm, seed)?;
         }
         if let Some(p) = &cfg.model.init {
@@ -487,13 +543,20 @@ pub fn train(dataset: &Path, cfg: Option<&TrainConfig>, opts: &RunOptions) -> Re
             let data_time = wait.elapsed().as_secs_f64();
             let t0 = Instant::now();
             let lr = schedule.lr(cfg.optim.lr, iter);
-            let x = Tensor::from_vec(batch.data, batch.shape.to_vec(), &Device::Cpu)?
-                .to_device(&opts.device)?;
+            let x = inputs(&batch, &opts.device)?;
             let y = Tensor::new(batch.labels.as_slice(), &opts.device)?;
             net.model
                 .set_dropout_seed(mix(mix(seed, stream::DROPOUT), iter as u64))?;
-            let logits = net.model.forward_t(&x, true)?;
-            let loss = cross_entropy(&logits, &y, cfg.optim.label_smoothing)?;
+            // RGBPoseHead: the heads' losses with weights 1 and 1.
+            let mut loss: Option<Tensor> = None;
+            for logits in net.model.forward_t(&x, true)? {
+                let l = cross_entropy(&logits, &y, cfg.optim.label_smoothing)?;
+                loss = Some(match loss {
+                    Some(acc) => (acc + l)?,
+                    None => l,
+                });
+            }
+            let loss = loss.ok_or_else(|| TrainError::Invalid("the model has no head".into()))?;
             let loss_v = f64::from(loss.to_scalar::<f32>()?);
             if !loss_v.is_finite() {
                 return Err(TrainError::Invalid(format!(
@@ -595,14 +658,13 @@ pub fn train(dataset: &Path, cfg: Option<&TrainConfig>, opts: &RunOptions) -> Re
     let mut stream_name = None;
     if finished && opts.register_stream && best.is_some() {
         let name = stream_name_for(&cfg, out);
-        register(
+        stream_name = Some(register(
             &mut ds,
             &name,
             &out.join("val_scores.json"),
             &out.join("best.safetensors"),
             classes,
-        )?;
-        stream_name = Some(name);
+        )?);
     }
     Ok(RunSummary {
         out: out.clone(),
@@ -647,7 +709,18 @@ fn train_batch(
         labels.push(set.label(i).unwrap_or(0));
         idx.push(i);
     }
-    data::stack(idx, vols, labels, set.train_shape())
+    data::stack(idx, vols, labels, &set.train_shape())
+}
+
+/// The batch's inputs as tensors on `device`.
+fn inputs(batch: &Batch, device: &Device) -> Result<Vec<Tensor>> {
+    batch
+        .inputs
+        .iter()
+        .map(
+            |i| Ok(Tensor::from_slice(&i.data, i.shape.to_vec(), &Device::Cpu)?.to_device(device)?),
+        )
+        .collect()
 }
 
 /// One validation pass (1 clip, no flip), probabilities per clip; top-1 and mean class accuracy
@@ -659,7 +732,7 @@ fn validate(
     opts: &RunOptions,
     epoch: usize,
     iter: usize,
-) -> Result<(ValRecord, Vec<Vec<f32>>)> {
+) -> Result<(ValRecord, HeadProbs)> {
     let t0 = Instant::now();
     let bs = c.val_batch_size.max(1);
     let chunks: Arc<Vec<Vec<usize>>> = Arc::new(
@@ -678,22 +751,42 @@ fn validate(
                 .map(|&i| items.val_volume(i))
                 .collect::<Result<Vec<_>>>()?;
             let labels = idx.iter().map(|&i| items.label(i).unwrap_or(0)).collect();
-            data::stack(idx, vols, labels, items.val_shape())
+            data::stack(idx, vols, labels, &items.val_shape())
         })
     };
-    let mut probs = vec![Vec::new(); items.len()];
+    let heads = model.heads();
+    // per head, per clip
+    let mut probs = vec![vec![Vec::new(); items.len()]; heads.len()];
     for batch in Loader::spawn(0, chunks.len(), c.workers, c.prefetch, make) {
         let batch = batch?;
-        let x = Tensor::from_vec(batch.data, batch.shape.to_vec(), &Device::Cpu)?
-            .to_device(&opts.device)?;
-        let logits = model.forward_t(&x, false)?;
-        let p = candle_nn::ops::softmax(&logits.to_dtype(DType::F32)?, 1)?.to_vec2::<f32>()?;
-        for (i, row) in batch.items.into_iter().zip(p) {
-            probs[i] = row;
+        let x = inputs(&batch, &opts.device)?;
+        for (h, logits) in model.forward_t(&x, false)?.into_iter().enumerate() {
+            let p = candle_nn::ops::softmax(&logits.to_dtype(DType::F32)?, 1)?.to_vec2::<f32>()?;
+            for (&i, row) in batch.items.iter().zip(p) {
+                probs[h][i] = row;
+            }
         }
     }
     let labels: Vec<Option<u32>> = (0..items.len()).map(|i| items.label(i)).collect();
-    let (top1, mca, _) = accuracy(&labels, &probs);
+    let mut heads_top1 = BTreeMap::new();
+    if heads.len() > 1 {
+        for (name, p) in heads.iter().zip(&probs) {
+            heads_top1.insert((*name).to_string(), accuracy(&labels, p).0);
+        }
+    }
+    // pyskl `RGBPose_1:1`: the heads' probabilities summed; one head is itself.
+    let fused: Vec<Vec<f32>> = (0..items.len())
+        .map(|i| {
+            let mut acc = probs[0][i].clone();
+            for p in &probs[1..] {
+                for (a, b) in acc.iter_mut().zip(&p[i]) {
+                    *a += b;
+                }
+            }
+            acc
+        })
+        .collect();
+    let (top1, mca, _) = accuracy(&labels, &fused);
     Ok((
         ValRecord {
             epoch,
@@ -702,10 +795,14 @@ fn validate(
             mean_class_acc: mca,
             clips: items.len(),
             seconds: t0.elapsed().as_secs_f64(),
+            heads_top1,
         },
-        probs,
+        heads.iter().map(|h| (*h).to_string()).zip(probs).collect(),
     ))
 }
+
+/// Per-clip probabilities of each head, by head name (`""` for a model with one head).
+type HeadProbs = Vec<(String, Vec<Vec<f32>>)>;
 
 /// (top-1, mean class accuracy, labelled clips) of per-clip probabilities; unlabelled clips
 /// (`None`) are left out.
@@ -843,13 +940,17 @@ fn truncate_jsonl(path: &Path, keep: impl Fn(&serde_json::Value) -> bool) -> Res
 struct Scores {
     val: ValRecord,
     clip_ids: Vec<String>,
+    /// Per clip: the heads' probabilities one after the other, in `heads` order.
     probs: Vec<Vec<f32>>,
+    /// Head names of a model with several heads; empty for one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    heads: Vec<String>,
 }
 
 fn write_scores(
     path: &Path,
     items: &dyn ClipSet,
-    probs: &[Vec<f32>],
+    probs: &HeadProbs,
     rec: &ValRecord,
 ) -> Result<()> {
     let s = Scores {
@@ -857,7 +958,19 @@ fn write_scores(
         clip_ids: (0..items.len())
             .map(|i| items.clip_id(i).to_string())
             .collect(),
-        probs: probs.to_vec(),
+        probs: (0..items.len())
+            .map(|i| {
+                probs
+                    .iter()
+                    .flat_map(|(_, p)| p[i].iter().copied())
+                    .collect()
+            })
+            .collect(),
+        heads: if probs.len() > 1 {
+            probs.iter().map(|(h, _)| h.clone()).collect()
+        } else {
+            Vec::new()
+        },
     };
     let text = serde_json::to_string(&s).map_err(|e| TrainError::Invalid(e.to_string()))?;
     std::fs::write(path, text).map_err(|e| TrainError::io(path, e))
@@ -897,43 +1010,58 @@ pub fn register_run(dataset: &Path, out: &Path) -> Result<String> {
         &scores,
         &out.join("best.safetensors"),
         classes,
-    )?;
-    Ok(name)
+    )
 }
 
+/// Stores the scores as one stream, or one per head (`<name>.<head>`); returns the names,
+/// comma-separated.
 fn register(
     ds: &mut Dataset,
     name: &str,
     scores: &Path,
     best: &Path,
     classes: usize,
-) -> Result<()> {
+) -> Result<String> {
     let text = std::fs::read_to_string(scores).map_err(|e| TrainError::io(scores, e))?;
     let s: Scores = serde_json::from_str(&text).map_err(|e| TrainError::Checkpoint {
         path: scores.to_path_buf(),
         message: e.to_string(),
     })?;
-    if s.probs.iter().any(|p| p.len() != classes) {
+    let heads = s.heads.len().max(1);
+    if s.probs.iter().any(|p| p.len() != classes * heads) {
         return Err(TrainError::Checkpoint {
             path: scores.to_path_buf(),
-            message: format!("scores are not {classes} classes wide"),
+            message: format!("scores are not {heads} × {classes} classes wide"),
         });
     }
     let report = serde_json::json!({
         "epoch": s.val.epoch,
         "top1": s.val.top1,
         "mean_class_acc": s.val.mean_class_acc,
+        "heads_top1": s.val.heads_top1,
         "protocol": "val: 1 clip, no flip",
     });
-    ds.put_stream(&StoredStream {
-        name: name.to_string(),
-        classes,
-        clip_ids: s.clip_ids,
-        probs: s.probs.concat(),
-        source: format!("{} (mgscope train)", best.display()),
-        report: report.to_string(),
-    })?;
-    Ok(())
+    let mut names = Vec::with_capacity(heads);
+    for h in 0..heads {
+        let stream = match s.heads.get(h) {
+            Some(head) => format!("{name}.{head}"),
+            None => name.to_string(),
+        };
+        ds.put_stream(&StoredStream {
+            name: stream.clone(),
+            classes,
+            clip_ids: s.clip_ids.clone(),
+            probs: s
+                .probs
+                .iter()
+                .flat_map(|p| p[h * classes..(h + 1) * classes].iter().copied())
+                .collect(),
+            source: format!("{} (mgscope train)", best.display()),
+            report: report.to_string(),
+        })?;
+        names.push(stream);
+    }
+    Ok(names.join(", "))
 }
 
 fn progress(rec: &IterRecord, epochs: usize, total: usize, start_iter: usize, started: Instant) {

@@ -160,7 +160,7 @@ pub fn sample_frames_train(
 }
 
 /// The frames at `indices` (relative to the clip) of an item.
-fn read_frames(item: &VideoItem, indices: &[usize]) -> Result<Vec<Rgb>> {
+pub(crate) fn read_frames(item: &VideoItem, indices: &[usize]) -> Result<Vec<Rgb>> {
     let mut r = VideoReader::open(&item.path).map_err(|e| TrainError::Sample {
         clip_id: item.clip_id.clone(),
         message: e.to_string(),
@@ -193,7 +193,7 @@ fn clip_len_of(item: &VideoItem) -> Result<usize> {
 }
 
 /// `[3, T, H, W]` f32, `(x − mean) / std` per channel.
-fn to_cthw(frames: &[Rgb], mean: [f32; 3], std: [f32; 3]) -> Vec<f32> {
+pub(crate) fn to_cthw(frames: &[Rgb], mean: [f32; 3], std: [f32; 3]) -> Vec<f32> {
     let t = frames.len();
     let (h, w) = frames.first().map_or((0, 0), |f| (f.height, f.width));
     let mut data = vec![0f32; 3 * t * h * w];
@@ -207,7 +207,7 @@ fn to_cthw(frames: &[Rgb], mean: [f32; 3], std: [f32; 3]) -> Vec<f32> {
     data
 }
 
-fn flip_horizontal(img: &mut Rgb) {
+pub(crate) fn flip_horizontal(img: &mut Rgb) {
     let row = img.width * 3;
     for line in img.data.chunks_exact_mut(row) {
         for x in 0..img.width / 2 {
