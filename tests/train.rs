@@ -657,3 +657,63 @@ fn an_rgbpose_run_resumes_exactly_and_registers_both_heads() {
         s(&tmp.path().join("p.pkl")),
     ]);
 }
+
+/// ImageNet 2-D Swin weights inflated for Video Swin equal mmaction2 1.2's `inflate_weights`
+/// (fixture: `tools/make_swin_inflate_fixtures.py`; the window (2, 4, 4) needs the bicubic
+/// resize of the 3×3-window bias tables), and `model.init` with a 2-D checkpoint inflates it.
+#[test]
+fn swin2d_weights_inflate_as_mmaction2_does() {
+    use mgscope::train::inflate::{inflate_swin2d, is_swin2d};
+    let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/swin_inflate");
+    let sd2 = StateDict::read(&fx.join("swin2d.pth")).expect("2-D checkpoint");
+    assert!(is_swin2d(&sd2));
+    let want = StateDict::read(&fx.join("inflated.npz")).expect("reference");
+    let mut cfg = TrainConfig::preset("swin-tiny-demo").expect("preset");
+    cfg.model.embed_dim = Some(8);
+    cfg.model.depths = Some(vec![1, 1, 2, 1]);
+    cfg.model.num_heads = Some(vec![1, 1, 2, 2]);
+    cfg.model.window = Some((2, 4, 4));
+    let net = cfg.swin_network(10).expect("network");
+    let (got, notes) = inflate_swin2d(&sd2, &net).expect("inflate");
+    assert!(notes.is_empty(), "{notes:?}");
+    for (k, w) in &want.tensors {
+        let g = got
+            .tensors
+            .get(&format!("backbone.{k}"))
+            .unwrap_or_else(|| panic!("{k} not inflated"));
+        assert_eq!(g.dims(), w.dims(), "{k}");
+        let diff = (g - w)
+            .and_then(|d| d.abs())
+            .and_then(|d| d.flatten_all())
+            .and_then(|d| d.max(0))
+            .and_then(|d| d.to_scalar::<f32>())
+            .expect("diff");
+        assert!(diff <= 1e-6, "{k}: max abs difference {diff}");
+    }
+    // Only the ImageNet classifier is left over.
+    let extra: Vec<&String> = got
+        .tensors
+        .keys()
+        .filter(|k| !want.tensors.contains_key(k.trim_start_matches("backbone.")))
+        .collect();
+    assert_eq!(extra, vec!["backbone.head.bias", "backbone.head.weight"]);
+
+    let tmp = tempfile::tempdir().expect("tmp");
+    let ds = tiny_demo(tmp.path());
+    cfg.model.init = Some(fx.join("swin2d.pth"));
+    cfg.data.clip_len = 4;
+    cfg.data.resize_short = 40;
+    cfg.data.train_size = 32;
+    cfg.data.val_size = 32;
+    cfg.data.batch_size = 3;
+    let mut opts = RunOptions::new(tmp.path().join("run"));
+    opts.register_stream = false;
+    opts.stop_after = Some(1);
+    let r = train(&ds, Some(&cfg), &opts).expect("run from 2-D weights");
+    let rep = r.init_report.expect("report");
+    assert!(rep.contains("inflated"), "{rep}");
+    assert!(
+        rep.contains(&format!("{} tensors loaded", want.tensors.len())),
+        "{rep}"
+    );
+}

@@ -4,13 +4,15 @@
 //! with a seeded, multi-threaded loader; SGD with momentum and per-iteration cosine, or AdamW
 //! with Swin's parameter groups and a linear warm-up chained to an epoch cosine, gradient
 //! clipping ([`optim`]); runs that checkpoint, resume exactly and register their validation
-//! scores ([`run`]).
+//! scores ([`run`]); RGBPoseConv3D and its RGB pretraining on RGB frames with heatmaps
+//! ([`rgbpose_data`]); ImageNet 2-D Swin weights inflated for Video Swin ([`inflate`]).
 //!
 //! Single device: one CPU or one CUDA GPU per run (no NCCL data parallelism).
 
 pub mod clips;
 pub mod config;
 pub mod data;
+pub mod inflate;
 pub mod init;
 pub mod optim;
 #[cfg(feature = "video")]

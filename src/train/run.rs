@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use super::clips::{load_clips, ClipSet};
 use super::config::TrainConfig;
 use super::data::{self, epoch_order, sample_rng, Batch, Loader};
+use super::inflate::{inflate_swin2d, is_swin2d};
 use super::init::{init_reference, init_swin, is_buffer, load_matching, named_vars};
 use super::optim::{
     cosine_lr, cross_entropy, warmup_cosine_lr, AdamW, ParamGroups, ParamRule, Sgd, StepInfo,
@@ -509,9 +510,22 @@ pub fn train(dataset: &Path, cfg: Option<&TrainConfig>, opts: &RunOptions) -> Re
             init_reference(&net.vm, seed)?;
         }
         if let Some(p) = &cfg.model.init {
-            let sd = StateDict::read(p)?;
+            let mut sd = StateDict::read(p)?;
+            let mut inflated = String::new();
+            if cfg.is_video() && is_swin2d(&sd) {
+                let (sd3, notes) = inflate_swin2d(&sd, &cfg.swin_network(classes)?)?;
+                sd = sd3;
+                inflated = format!(
+                    " (a 2-D Swin, inflated as mmaction2's pretrained2d{})",
+                    if notes.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; {}", notes.join("; "))
+                    }
+                );
+            }
             let rep = load_matching(&net.vm, &sd)?;
-            init_report = Some(format!("{}: {rep}", p.display()));
+            init_report = Some(format!("{}{inflated}: {rep}", p.display()));
         }
     }
     let mut val_log = Vec::new();
