@@ -221,6 +221,10 @@ pub struct VideoReader {
     /// Frames decoded but not yet asked for (the decoder can hand out several per packet).
     pending: std::collections::VecDeque<frame::Video>,
     eof_sent: bool,
+    /// Whether the decoder currently discards non-reference frames (see `next_decoded`).
+    skipping: bool,
+    /// `MGSCOPE_DECODE_SKIP=0` decodes every frame on the way to a target (for A/B timing).
+    skip_nonref: bool,
 }
 
 impl VideoReader {
@@ -261,6 +265,8 @@ impl VideoReader {
             cursor: None,
             pending: Default::default(),
             eof_sent: false,
+            skipping: false,
+            skip_nonref: std::env::var("MGSCOPE_DECODE_SKIP").map_or(true, |v| v != "0"),
         })
     }
 
@@ -300,7 +306,7 @@ impl VideoReader {
         }
         let mut seeks_back = 0;
         loop {
-            match self.next_decoded()? {
+            match self.next_decoded(Some(target))? {
                 Some(f) => {
                     let ts = f.timestamp().or(f.pts());
                     match ts {
@@ -397,7 +403,13 @@ impl VideoReader {
     }
 
     /// The next frame out of the decoder, feeding it packets as needed; `None` at the end.
-    fn next_decoded(&mut self) -> Result<Option<frame::Video>> {
+    ///
+    /// On the way to `target`, a packet whose frame is shown before the target is decoded with
+    /// `skip_frame = AVDISCARD_NONREF`: if no other frame references it, the decoder drops it
+    /// without decoding, which is exact (nothing depends on it and it is not the target) and
+    /// spares the B-frames between a keyframe and the target. The setting is per packet (frame
+    /// threads copy it when a packet is submitted).
+    fn next_decoded(&mut self, target: Option<i64>) -> Result<Option<frame::Video>> {
         loop {
             if let Some(f) = self.pending.pop_front() {
                 return Ok(Some(f));
@@ -413,6 +425,16 @@ impl VideoReader {
             while let Some((s, p)) = self.ictx.packets().next() {
                 if s.index() != self.stream_index {
                     continue;
+                }
+                let skip =
+                    self.skip_nonref && target.is_some_and(|t| p.pts().is_some_and(|pts| pts < t));
+                if skip != self.skipping {
+                    self.decoder.skip_frame(if skip {
+                        ffmpeg::Discard::NonReference
+                    } else {
+                        ffmpeg::Discard::Default
+                    });
+                    self.skipping = skip;
                 }
                 // A damaged packet is skipped: the frames before the damage stay available
                 // and the ones it breaks are reported by `frame`.
@@ -472,7 +494,7 @@ impl VideoReader {
     pub fn decode_all_raw(&mut self) -> Result<usize> {
         self.seek_to_ts(i64::MIN)?;
         let mut n = 0;
-        while self.next_decoded()?.is_some() {
+        while self.next_decoded(None)?.is_some() {
             n += 1;
         }
         self.cursor = None;
