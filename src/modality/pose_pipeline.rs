@@ -741,6 +741,25 @@ impl PoseSample {
         Ok(())
     }
 
+    /// `GeneratePoseTarget` on this sample's keypoints, scores and image shape:
+    /// `[T, C, H, W]` heatmaps.
+    pub fn heatmaps(
+        &self,
+        skeleton: &super::heatmap::Skeleton,
+        params: &super::heatmap::HeatmapParams,
+    ) -> Result<super::heatmap::Heatmaps> {
+        let keypoints = self.keypoints_f32();
+        let arrays = super::heatmap::PoseArrays {
+            keypoints: &keypoints,
+            scores: self.scores.as_deref(),
+            num_persons: self.num_persons,
+            num_frames: self.num_frames,
+            num_keypoints: self.num_keypoints,
+        };
+        let (h, w) = self.img_shape;
+        super::heatmap::generate_pose_target(arrays, h, w, skeleton, params)
+    }
+
     /// `Flip(flip_ratio, left_kp, right_kp)`: flips when `rand() < flip_ratio`; returns whether.
     pub fn random_flip<R: SamplingRng + ?Sized>(
         &mut self,
@@ -869,9 +888,7 @@ impl Resize {
 
 #[cfg(test)]
 mod tests {
-    use super::super::heatmap::{
-        coco17, generate_pose_target, imigue36, HeatmapParams, PoseArrays,
-    };
+    use super::super::heatmap::{coco17, imigue36, HeatmapParams};
     use super::super::npy::read_npy_as;
     use super::*;
     use rand::SeedableRng;
@@ -1054,22 +1071,7 @@ mod tests {
         s.resize(&Resize::exact(56, 56)).unwrap();
         assert_stage(&s, "real", "s5_resize56");
         // and on to the heatmaps, end to end
-        let kp = s.keypoints_f32();
-        let pose = PoseArrays {
-            keypoints: &kp,
-            scores: s.scores.as_deref(),
-            num_persons: s.num_persons,
-            num_frames: s.num_frames,
-            num_keypoints: s.num_keypoints,
-        };
-        let hm = generate_pose_target(
-            pose,
-            s.img_shape.0,
-            s.img_shape.1,
-            &coco,
-            &HeatmapParams::joint(0.6),
-        )
-        .unwrap();
+        let hm = s.heatmaps(&coco, &HeatmapParams::joint(0.6)).unwrap();
         let shape = i64s("pipe_real_hm_shape");
         assert_eq!(hm.shape.map(|v| v as i64).to_vec(), shape);
         let idx = read_npy_as::<i32>(fixture("pipe_real_hm_nzidx")).unwrap().1;

@@ -22,7 +22,7 @@ use rand_chacha::ChaCha8Rng;
 use super::config::{DataConfig, Heatmap};
 use super::{mix, stream, Result, TrainError};
 use crate::dataset::{Keypoints, Split};
-use crate::modality::heatmap::{generate_pose_target, HeatmapParams, PoseArrays, Skeleton};
+use crate::modality::heatmap::{HeatmapParams, Skeleton};
 use crate::modality::pose_pipeline::{PoseCompact, PoseSample, Resize, UniformSampleFrames};
 use crate::nn::predict::{PoseViewConfig, PoseViews};
 use crate::store::Dataset;
@@ -181,16 +181,7 @@ impl Pipeline {
                 Heatmap::Limb => HeatmapParams::limb(c.sigma),
             }
         };
-        let keypoints = s.keypoints_f32();
-        let arrays = PoseArrays {
-            keypoints: &keypoints,
-            scores: s.scores.as_deref(),
-            num_persons: s.num_persons,
-            num_frames: s.num_frames,
-            num_keypoints: s.num_keypoints,
-        };
-        let (h, w) = s.img_shape;
-        let hm = generate_pose_target(arrays, h, w, &self.skeleton, &params).map_err(bad)?;
+        let hm = s.heatmaps(&self.skeleton, &params).map_err(bad)?;
         Ok(frames_to_channels(&hm.data, hm.shape))
     }
 

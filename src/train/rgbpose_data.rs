@@ -24,7 +24,7 @@ use super::data::{frames_to_channels, load_split, PoseItem};
 use super::video_data::{flip_horizontal, load_video_split, read_frames, to_cthw, VideoItem};
 use super::{Result, TrainError};
 use crate::media::decode::VideoReader;
-use crate::modality::heatmap::{generate_pose_target, HeatmapParams, PoseArrays, Skeleton};
+use crate::modality::heatmap::{HeatmapParams, Skeleton};
 use crate::modality::pose_pipeline::{PoseCompact, PoseSample, Resize, UniformSampleFrames};
 use crate::nn::models::ModelError;
 use crate::nn::predict::{rgb_pose_inputs, RgbPoseViewConfig};
@@ -219,16 +219,8 @@ impl RgbPosePipeline {
         if !with_pose {
             return Ok(out);
         }
-        let keypoints = pose.keypoints_f32();
-        let arrays = PoseArrays {
-            keypoints: &keypoints,
-            scores: pose.scores.as_deref(),
-            num_persons: pose.num_persons,
-            num_frames: pose.num_frames,
-            num_keypoints: pose.num_keypoints,
-        };
-        let (h, w) = pose.img_shape;
-        let hm = generate_pose_target(arrays, h, w, &self.skeleton, &self.heatmap_params())
+        let hm = pose
+            .heatmaps(&self.skeleton, &self.heatmap_params())
             .map_err(bad)?;
         out.extend(frames_to_channels(&hm.data, hm.shape));
         Ok(out)
