@@ -717,3 +717,73 @@ fn swin2d_weights_inflate_as_mmaction2_does() {
         "{rep}"
     );
 }
+
+/// f16 loss scaling (GradScaler's rules) on the CPU, where the convolutions stay f32: scaling by
+/// a power of two is exact, so a run with it equals the plain run step for step; started from
+/// a scale that overflows, the first steps are skipped with the scale halved each time, the
+/// weights stay put, and the scaler's state resumes exactly.
+#[test]
+fn f16_loss_scaling_is_exact_and_skips_overflowing_steps() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let ds = tiny_demo(tmp.path());
+    let mut cfg = micro_config();
+    cfg.optim.epochs = 1;
+    let run = |cfg: &TrainConfig, name: &str, stop: Option<usize>| {
+        let mut opts = RunOptions::new(tmp.path().join(name));
+        opts.register_stream = false;
+        opts.stop_after = stop;
+        train(&ds, Some(cfg), &opts).expect("run");
+        metrics(&tmp.path().join(name))
+    };
+    let plain = run(&cfg, "plain", None);
+    cfg.run.amp = Some("f16".into());
+    let scaled = run(&cfg, "scaled", None);
+    assert_eq!(plain.len(), scaled.len());
+    for (a, b) in plain.iter().zip(&scaled) {
+        assert_eq!(
+            (a.loss, a.grad_norm),
+            (b.loss, b.grad_norm),
+            "iteration {}",
+            a.iter
+        );
+        assert_eq!(b.loss_scale, Some(65536.0));
+        assert!(!b.skipped);
+    }
+
+    // 2^130 · loss overflows f32: skip, halve, until the scaled gradients fit.
+    cfg.run.init_scale = Some(2f64.powi(130));
+    cfg.optim.epochs = 4;
+    let over = run(&cfg, "over", None);
+    let skipped = over.iter().take_while(|m| m.skipped).count();
+    assert!(skipped >= 2, "{skipped} steps skipped");
+    assert!(skipped < over.len(), "every step overflowed");
+    for (k, m) in over.iter().enumerate().take(skipped + 1) {
+        assert_eq!(
+            m.loss_scale,
+            Some(2f64.powi(130 - k as i32)),
+            "iteration {}",
+            m.iter
+        );
+    }
+    assert!(over[..skipped].iter().all(|m| m.grad_norm.is_nan()));
+    assert!(over[skipped].grad_norm.is_finite());
+    // Resume in the middle of the skipping keeps the scale.
+    let mut o = RunOptions::new(tmp.path().join("over2"));
+    o.register_stream = false;
+    o.stop_after = Some(1);
+    train(&ds, Some(&cfg), &o).expect("first leg");
+    o.resume = true;
+    o.stop_after = None;
+    train(&ds, None, &o).expect("second leg");
+    let over2 = metrics(&tmp.path().join("over2"));
+    assert_eq!(over.len(), over2.len());
+    for (a, b) in over.iter().zip(&over2) {
+        assert_eq!(
+            (a.loss, a.loss_scale, a.skipped),
+            (b.loss, b.loss_scale, b.skipped),
+            "iteration {}",
+            a.iter
+        );
+        assert!(a.grad_norm == b.grad_norm || a.grad_norm.is_nan() && b.grad_norm.is_nan());
+    }
+}

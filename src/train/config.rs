@@ -180,10 +180,14 @@ pub struct RunConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<String>,
     /// Mixed precision on a GPU: `"bf16"` runs the convolutions in bfloat16 (f32 master
-    /// weights, batch-norm and loss). No effect on the CPU. f16 is not offered: it needs loss
-    /// scaling, which bf16's f32-sized exponent makes unnecessary.
+    /// weights, batch-norm and loss); `"f16"` in half precision with dynamic loss scaling
+    /// (GradScaler's defaults). The convolutions stay f32 on the CPU; f16's loss scaling runs
+    /// there too (exact: powers of two).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub amp: Option<String>,
+    /// f16: the loss scale to start from (`GradScaler(init_scale)`, default 65536).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_scale: Option<f64>,
 }
 
 /// Preset names with one line each.
@@ -306,6 +310,7 @@ impl TrainConfig {
                 val_every: 1,
                 stream: None,
                 amp: None,
+                init_scale: None,
             },
         };
         let limb = |mut c: TrainConfig| {
@@ -621,13 +626,14 @@ impl TrainConfig {
                 format!("optim.label_smoothing {} outside [0, 1)", o.label_smoothing),
             ),
             (
-                o.grad_clip.is_none_or(|c| c > 0.0),
-                "optim.grad_clip must be > 0 (leave it out for no clipping)".into(),
+                o.grad_clip.is_none_or(|c| c > 0.0)
+                    && self.run.init_scale.is_none_or(|k| k.is_finite() && k > 0.0),
+                "optim.grad_clip must be > 0 (leave it out for no clipping), run.init_scale finite and > 0".into(),
             ),
             (
-                matches!(self.run.amp.as_deref(), None | Some("bf16" | "off")),
+                matches!(self.run.amp.as_deref(), None | Some("bf16" | "f16" | "off")),
                 format!(
-                    "run.amp {:?}: expected \"bf16\" or \"off\" (f16 would need loss scaling)",
+                    "run.amp {:?}: expected \"bf16\", \"f16\" or \"off\"",
                     self.run.amp.as_deref().unwrap_or_default()
                 ),
             ),
@@ -706,7 +712,16 @@ impl TrainConfig {
 
     /// The dtype the convolutions run in under `run.amp` (none: f32).
     pub fn amp_dtype(&self) -> Option<candle_core::DType> {
-        (self.run.amp.as_deref() == Some("bf16")).then_some(candle_core::DType::BF16)
+        match self.run.amp.as_deref() {
+            Some("bf16") => Some(candle_core::DType::BF16),
+            Some("f16") => Some(candle_core::DType::F16),
+            _ => None,
+        }
+    }
+
+    /// f16 needs its loss scaled (bf16 has f32's exponent range and does not).
+    pub fn loss_scaling(&self) -> bool {
+        self.run.amp.as_deref() == Some("f16")
     }
 
     pub fn skeleton(&self) -> Result<Skeleton> {
@@ -800,9 +815,9 @@ mod tests {
         assert!(e.contains("label_smoothing"), "{e}");
         let e = TrainConfig::from_toml("preset = \"nope\"\n", None).expect_err("preset");
         assert!(e.contains("nope"), "{e}");
-        let e = TrainConfig::from_toml("[run]\namp = \"f16\"\n", Some("posec3d-joint-tiny"))
+        let e = TrainConfig::from_toml("[run]\namp = \"fp8\"\n", Some("posec3d-joint-tiny"))
             .expect_err("amp");
-        assert!(e.contains("run.amp") && e.contains("f16"), "{e}");
+        assert!(e.contains("run.amp") && e.contains("fp8"), "{e}");
     }
 
     #[test]
@@ -810,6 +825,11 @@ mod tests {
         let c = TrainConfig::from_toml("[run]\namp = \"bf16\"\n", Some("posec3d-joint-tiny"))
             .expect("parse");
         assert_eq!(c.amp_dtype(), Some(candle_core::DType::BF16));
+        assert!(!c.loss_scaling());
+        let c = TrainConfig::from_toml("[run]\namp = \"f16\"\n", Some("posec3d-joint-tiny"))
+            .expect("parse");
+        assert_eq!(c.amp_dtype(), Some(candle_core::DType::F16));
+        assert!(c.loss_scaling());
         let c = TrainConfig::from_toml("", Some("posec3d-joint-tiny")).expect("parse");
         assert_eq!(c.amp_dtype(), None);
         assert!(!c.to_toml().expect("toml").contains("amp"));

@@ -483,6 +483,72 @@ fn global_norm<'a>(grads: impl Iterator<Item = &'a Tensor>) -> Result<f64> {
         .sqrt())
 }
 
+/// Dynamic loss scaling for f16 (`torch.cuda.amp.GradScaler` with its defaults: scale 2¹⁶,
+/// ×2 after 2,000 steps without overflow, ×0.5 and the step skipped on an overflow). The
+/// loss is multiplied by `scale` before backward so small f16 gradients do not flush to zero;
+/// the gradients are divided by it before clipping and the step. Scaling by a power of two is
+/// exact, so where nothing overflows the step equals the unscaled one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GradScaler {
+    pub scale: f64,
+    /// Steps since the last overflow or growth.
+    pub growth_tracker: usize,
+    pub growth_factor: f64,
+    pub backoff_factor: f64,
+    pub growth_interval: usize,
+}
+
+impl Default for GradScaler {
+    fn default() -> Self {
+        GradScaler {
+            scale: 65536.0,
+            growth_tracker: 0,
+            growth_factor: 2.0,
+            backoff_factor: 0.5,
+            growth_interval: 2000,
+        }
+    }
+}
+
+impl GradScaler {
+    /// Divides every parameter's gradient by the scale in place; false when any of them is
+    /// not finite (`unscale_`'s `found_inf`), one host read for all.
+    pub fn unscale(&self, params: &BTreeMap<String, Var>, grads: &mut GradStore) -> Result<bool> {
+        let inv = 1.0 / self.scale;
+        let mut sums = Vec::with_capacity(params.len());
+        for p in params.values() {
+            if let Some(g) = grads.remove(p.as_tensor()) {
+                let g = (g.detach() * inv)?;
+                // NaN and ±inf survive a sum of squares in f64; finite f32 values cannot
+                // overflow it.
+                sums.push(g.to_dtype(DType::F64)?.sqr()?.sum_all()?);
+                grads.insert(p.as_tensor(), g);
+            }
+        }
+        if sums.is_empty() {
+            return Ok(true);
+        }
+        Ok(Tensor::stack(&sums, 0)?
+            .sum_all()?
+            .to_scalar::<f64>()?
+            .is_finite())
+    }
+
+    /// `_amp_update_scale_`: back off on an overflow, grow after `growth_interval` clean steps.
+    pub fn update(&mut self, found_inf: bool) {
+        if found_inf {
+            self.scale *= self.backoff_factor;
+            self.growth_tracker = 0;
+        } else {
+            self.growth_tracker += 1;
+            if self.growth_tracker == self.growth_interval {
+                self.scale *= self.growth_factor;
+                self.growth_tracker = 0;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -980,5 +1046,41 @@ mod tests {
             Tensor::new(&[1i64], &Device::Cpu).expect("t"),
         );
         assert!(run.optimiser().load_state_tensors(&bad, &second).is_err());
+    }
+
+    #[test]
+    fn grad_scaler_backs_off_grows_and_unscales() {
+        let mut s = GradScaler {
+            growth_interval: 3,
+            ..GradScaler::default()
+        };
+        s.update(true);
+        assert_eq!((s.scale, s.growth_tracker), (32768.0, 0));
+        for _ in 0..2 {
+            s.update(false);
+        }
+        assert_eq!((s.scale, s.growth_tracker), (32768.0, 2));
+        s.update(false);
+        assert_eq!((s.scale, s.growth_tracker), (65536.0, 0));
+
+        let dev = Device::Cpu;
+        let w = Var::new(&[1f32, 2.0], &dev).expect("var");
+        let params: BTreeMap<String, Var> = [("w".to_string(), w.clone())].into();
+        let loss =
+            ((w.as_tensor() * 3.0).expect("mul").sum_all().expect("sum") * s.scale).expect("scale");
+        let mut grads = loss.backward().expect("backward");
+        assert!(s.unscale(&params, &mut grads).expect("unscale"));
+        let g: Vec<f32> = grads
+            .get(w.as_tensor())
+            .expect("grad")
+            .to_vec1()
+            .expect("v");
+        assert_eq!(g, vec![3.0, 3.0]);
+        let loss = (w.as_tensor().sum_all().expect("sum") * f64::from(f32::MAX))
+            .expect("huge")
+            .affine(4.0, 0.0)
+            .expect("overflow");
+        let mut grads = loss.backward().expect("backward");
+        assert!(!s.unscale(&params, &mut grads).expect("unscale"));
     }
 }

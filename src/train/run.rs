@@ -34,8 +34,8 @@ use super::data::{self, epoch_order, sample_rng, Batch, Loader};
 use super::inflate::{inflate_swin2d, is_swin2d};
 use super::init::{init_reference, init_swin, is_buffer, load_matching, named_vars};
 use super::optim::{
-    cosine_lr, cross_entropy, warmup_cosine_lr, AdamW, ParamGroups, ParamRule, Sgd, StepInfo,
-    WarmupCosine,
+    cosine_lr, cross_entropy, warmup_cosine_lr, AdamW, GradScaler, ParamGroups, ParamRule, Sgd,
+    StepInfo, WarmupCosine,
 };
 use super::{mix, stream, Result, TrainError};
 use crate::nn::checkpoint::{write_safetensors, StateDict};
@@ -88,10 +88,23 @@ pub struct IterRecord {
     pub iter: usize,
     pub lr: f64,
     pub loss: f64,
+    /// NaN for a step skipped on an overflow (written as JSON `null`).
+    #[serde(deserialize_with = "f64_or_nan")]
     pub grad_norm: f64,
     /// Seconds for this iteration, and the part spent waiting for data.
     pub time: f64,
     pub data_time: f64,
+    /// f16 runs: the loss scale this step used, and whether the step was skipped because a
+    /// scaled gradient overflowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_scale: Option<f64>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skipped: bool,
+}
+
+/// serde_json writes a non-finite f64 as `null`; read it back as NaN.
+fn f64_or_nan<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 /// One line of `val.jsonl`.
@@ -117,6 +130,9 @@ struct TrainState {
     total_iters: usize,
     seed: u64,
     best: Option<ValRecord>,
+    /// f16 runs: the loss scaler's scale and growth tracker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    loss_scale: Option<(f64, usize)>,
 }
 
 /// What a call to [`train`] did.
@@ -479,8 +495,16 @@ pub fn train(dataset: &Path, cfg: Option<&TrainConfig>, opts: &RunOptions) -> Re
     let mut best: Option<ValRecord> = None;
     let mut iter = 0usize;
     let mut init_report = None;
+    let mut scaler = cfg.loss_scaling().then(|| GradScaler {
+        scale: cfg.run.init_scale.unwrap_or(65536.0),
+        ..GradScaler::default()
+    });
     if opts.resume {
         let st = load_last(&last_path, &net, &mut optimizer)?;
+        if let (Some(sc), Some((scale, tracker))) = (scaler.as_mut(), st.loss_scale) {
+            sc.scale = scale;
+            sc.growth_tracker = tracker;
+        }
         if st.iters_per_epoch != ipe || st.total_iters != total || st.seed != seed {
             return Err(TrainError::Checkpoint {
                 path: last_path.clone(),
@@ -578,14 +602,33 @@ pub fn train(dataset: &Path, cfg: Option<&TrainConfig>, opts: &RunOptions) -> Re
                     iter + 1
                 )));
             }
-            let grads = loss.backward()?;
-            let step = optimizer.step(
-                &net.params,
-                &grads,
-                cfg.optim.lr,
-                |initial| schedule.lr(initial, iter),
-                cfg.optim.grad_clip,
-            )?;
+            let loss_scale = scaler.as_ref().map(|sc| sc.scale);
+            let mut grads = match loss_scale {
+                Some(k) => (&loss * k)?.backward()?,
+                None => loss.backward()?,
+            };
+            let finite = match &scaler {
+                Some(sc) => sc.unscale(&net.params, &mut grads)?,
+                None => true,
+            };
+            let step = if finite {
+                optimizer.step(
+                    &net.params,
+                    &grads,
+                    cfg.optim.lr,
+                    |initial| schedule.lr(initial, iter),
+                    cfg.optim.grad_clip,
+                )?
+            } else {
+                // GradScaler.step: an overflowed step leaves weights and optimiser state alone.
+                StepInfo {
+                    grad_norm: f64::NAN,
+                    clipped: false,
+                }
+            };
+            if let Some(sc) = scaler.as_mut() {
+                sc.update(!finite);
+            }
             drop(grads);
             iter += 1;
             let rec = IterRecord {
@@ -596,6 +639,8 @@ pub fn train(dataset: &Path, cfg: Option<&TrainConfig>, opts: &RunOptions) -> Re
                 grad_norm: step.grad_norm,
                 time: data_time + t0.elapsed().as_secs_f64(),
                 data_time,
+                loss_scale,
+                skipped: !finite,
             };
             write_line(&mut metrics, &out.join("metrics.jsonl"), &rec)?;
             if opts.progress {
@@ -620,7 +665,7 @@ pub fn train(dataset: &Path, cfg: Option<&TrainConfig>, opts: &RunOptions) -> Re
                     }
                     if best.as_ref().is_none_or(|b| rec.top1 > b.top1) {
                         best = Some(rec.clone());
-                        let st = state(iter, ipe, total, seed, best.clone());
+                        let st = state(iter, ipe, total, seed, best.clone(), scaler.as_ref());
                         save(&net, None, &st, &out.join("best.safetensors"))?;
                         write_scores(
                             &out.join("val_scores.json"),
@@ -631,14 +676,14 @@ pub fn train(dataset: &Path, cfg: Option<&TrainConfig>, opts: &RunOptions) -> Re
                     }
                     val_log.push(rec);
                 }
-                let st = state(iter, ipe, total, seed, best.clone());
+                let st = state(iter, ipe, total, seed, best.clone(), scaler.as_ref());
                 save(&net, Some(&optimizer), &st, &last_path)?;
             }
             let stop =
                 opts.stop.load(Ordering::SeqCst) || opts.stop_after.is_some_and(|s| iter >= s);
             if stop && iter < total {
                 if iter % ipe != 0 {
-                    let st = state(iter, ipe, total, seed, best.clone());
+                    let st = state(iter, ipe, total, seed, best.clone(), scaler.as_ref());
                     save(&net, Some(&optimizer), &st, &last_path)?;
                 }
                 if opts.progress {
@@ -696,7 +741,14 @@ pub fn train(dataset: &Path, cfg: Option<&TrainConfig>, opts: &RunOptions) -> Re
     })
 }
 
-fn state(iter: usize, ipe: usize, total: usize, seed: u64, best: Option<ValRecord>) -> TrainState {
+fn state(
+    iter: usize,
+    ipe: usize,
+    total: usize,
+    seed: u64,
+    best: Option<ValRecord>,
+    scaler: Option<&GradScaler>,
+) -> TrainState {
     TrainState {
         format: STATE_FORMAT,
         iter,
@@ -704,6 +756,7 @@ fn state(iter: usize, ipe: usize, total: usize, seed: u64, best: Option<ValRecor
         total_iters: total,
         seed,
         best,
+        loss_scale: scaler.map(|s| (s.scale, s.growth_tracker)),
     }
 }
 
