@@ -210,10 +210,6 @@ pub const PRESETS: &[(&str, &str)] = &[
         "the demo/test size: base 8, blocks (1,1,1), 12×20² (val 24²), lr 0.2, 12 epochs",
     ),
     (
-        "swin-t-rgb",
-        "MM-Gesture Video Swin-T on RGB: 32×2 frames, 224², AdamW 1e-3 (backbone ×0.1), wd 0.02, warm-up 2.5 + cosine, 30 epochs",
-    ),
-    (
         "rgb-slowonly",
         "MM-Gesture rgb_only.py, the RGB pathway's pretraining: SlowOnly-R50 on 8×224² RGB, lr 0.15, cosine, 18 epochs",
     ),
@@ -232,6 +228,10 @@ pub const PRESETS: &[(&str, &str)] = &[
     (
         "rgbpose-tiny",
         "an RGBPoseConv3D for the demo on a CPU: RGB base 16 (1,1,1,1), pose base 8 (1,1,1), RGB 4×64², pose 16×16², 10 epochs",
+    ),
+    (
+        "swin-t-rgb",
+        "MM-Gesture Video Swin-T on RGB: 32×2 frames, 224², AdamW 1e-3 (backbone ×0.1), wd 0.02, warm-up 2.5 + cosine, 30 epochs",
     ),
     ("swin-t-taylor", "Swin-T on the extracted Taylor videos"),
     ("swin-t-flow", "Swin-T on the extracted optical-flow videos"),
