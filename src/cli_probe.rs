@@ -476,9 +476,15 @@ fn merge_rgbpose(
     };
     let mut cfg = rgbpose::Config::rgbpose_conv3d();
     cfg.num_classes = classes;
-    // The pose stem's input channels: 36 for MM-Gesture's keypoints, 17 for COCO ones.
-    if let Some(t) = p.tensors.get("backbone.conv1.conv.weight") {
-        cfg.pose.in_channels = t.dims().get(1).copied().unwrap_or(cfg.pose.in_channels);
+    // Widths, blocks, inflation and input channels (36 for MM-Gesture's keypoints, 17 for
+    // COCO) come from the two checkpoints, so reduced pathways merge too; strides stay
+    // RGBPoseConv3D's (the pose pathway keeps its 32 frames).
+    use mgscope::nn::models::resnet3d_config_from;
+    if let Ok(c) = resnet3d_config_from(&r, "backbone.", cfg.rgb.clone()) {
+        cfg.rgb = c;
+    }
+    if let Ok(c) = resnet3d_config_from(&p, "backbone.", cfg.pose.clone()) {
+        cfg.pose = c;
     }
     let vm = VarMap::new();
     rgbpose::RGBPose::new(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu))?;

@@ -68,13 +68,34 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
 
 #[test]
 fn merged_rgbpose_starts_as_the_two_single_stream_networks() {
+    merge_case(Config::slowonly_r50_rgb(), Config::posec3d_joint36());
+}
+
+/// Reduced pathways (what `rgb-slowonly-tiny` and `posec3d-joint-tiny` train) merge with the
+/// widths and depths their checkpoints have.
+#[test]
+fn reduced_pathways_merge_with_their_own_widths() {
+    let rgb = Config {
+        base_channels: 16,
+        stage_blocks: vec![1, 1, 1, 1],
+        ..Config::slowonly_r50_rgb()
+    };
+    let pose = Config {
+        base_channels: 8,
+        stage_blocks: vec![1, 1, 1],
+        ..Config::posec3d_joint36()
+    };
+    merge_case(rgb, pose);
+}
+
+fn merge_case(rgb_cfg: Config, pose_cfg: Config) {
     let tmp = tempfile::tempdir().expect("tmp");
     let dev = Device::Cpu;
     let classes = 5;
 
     let rgb_cfg = Config {
         num_classes: classes,
-        ..Config::slowonly_r50_rgb()
+        ..rgb_cfg
     };
     let rgb_vm = VarMap::new();
     let rgb_net = PoseC3D::new(&rgb_cfg, VarBuilder::from_varmap(&rgb_vm, DType::F32, &dev))
@@ -84,7 +105,7 @@ fn merged_rgbpose_starts_as_the_two_single_stream_networks() {
     let pose_cfg = Config {
         num_classes: classes,
         temporal_strides: vec![1, 1, 1],
-        ..Config::posec3d_joint36()
+        ..pose_cfg
     };
     let pose_vm = VarMap::new();
     let pose_net = PoseC3D::new(
@@ -120,14 +141,19 @@ fn merged_rgbpose_starts_as_the_two_single_stream_networks() {
     let merged = StateDict::read(&mp).expect("merged");
     let w = &merged.tensors["backbone.rgb_path.layer3.0.conv1.conv.weight"];
     let orig = &rgb_sd["backbone.layer3.0.conv1.conv.weight"];
-    assert_eq!(w.dims(), &[256, 640, 3, 1, 1]);
+    // layer3's first conv: its own stage-2 input plus pose layer1's lateral.
+    let (own, lateral) = (rgb_cfg.stage_channels(1), pose_cfg.stage_channels(0));
     assert_eq!(
-        max_abs_diff(&w.narrow(1, 0, 512).expect("n"), orig),
+        w.dims(),
+        &[rgb_cfg.base_channels * 4, own + lateral, 3, 1, 1]
+    );
+    assert_eq!(
+        max_abs_diff(&w.narrow(1, 0, own).expect("n"), orig),
         0.0,
         "own channels copied"
     );
     let pad_sum = w
-        .narrow(1, 512, 128)
+        .narrow(1, own, lateral)
         .and_then(|t| t.abs())
         .and_then(|t| t.sum_all())
         .and_then(|t| t.to_scalar::<f32>())
