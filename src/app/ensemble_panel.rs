@@ -1431,3 +1431,76 @@ fn describe_change(before: &[PresetTerm], after: &[PresetTerm]) -> String {
         n => format!("weights of {n} streams"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(name: &str, weight: f32, parts: &[(&str, f32)]) -> PresetTerm {
+        PresetTerm {
+            name: name.into(),
+            weight,
+            parts: parts.iter().map(|(n, w)| (n.to_string(), *w)).collect(),
+        }
+    }
+
+    fn names(n: &[&str]) -> Vec<String> {
+        n.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn arrange_takes_each_stream_once_in_stream_order() {
+        let here = names(&["a", "m.pose", "m.rgb", "z"]);
+        let a = arrange(
+            &here,
+            &[
+                t("z", 0.3, &[("z", 1.0)]),
+                t("m", 0.5, &[("m.rgb", 0.6), ("m.pose", 0.4)]),
+                // Already a part of "m": left out, and so is a stream that is not here.
+                t("m.rgb", 0.9, &[]),
+                t("gone", 0.9, &[]),
+            ],
+        );
+        assert_eq!(a.matched, 2);
+        assert_eq!(a.skipped, ["m.rgb", "gone"]);
+        assert_eq!(
+            a.terms,
+            vec![
+                t("a", 0.0, &[]),
+                t("m", 0.5, &[("m.rgb", 0.6), ("m.pose", 0.4)]),
+                t("z", 0.3, &[]),
+            ]
+        );
+        // A composite named like a stream would give the fusion two inputs of one name.
+        let b = arrange(&here, &[t("a", 1.0, &[("m.rgb", 1.0), ("m.pose", 1.0)])]);
+        assert_eq!(b.matched, 0);
+        assert_eq!(b.skipped, ["a"]);
+        assert_eq!(b.terms.len(), 4);
+    }
+
+    #[test]
+    fn equal_weights_split_each_composite_evenly() {
+        let e = equal(&[t("a", 0.9, &[]), t("m", 0.1, &[("x", 0.9), ("y", 0.1)])]);
+        assert_eq!(
+            e,
+            vec![t("a", 0.5, &[]), t("m", 0.5, &[("x", 0.5), ("y", 0.5)])]
+        );
+    }
+
+    #[test]
+    fn a_change_is_described_by_what_moved() {
+        let before = vec![t("a", 0.5, &[]), t("m", 0.5, &[("x", 0.5), ("y", 0.5)])];
+        let mut after = before.clone();
+        after[1].parts[1].1 = 0.25;
+        assert_eq!(
+            describe_change(&before, &after),
+            "weight of 'y' in 'm' 0.50 -> 0.25"
+        );
+        after[0].weight = 0.1;
+        assert_eq!(describe_change(&before, &after), "weights of 2 streams");
+        assert_eq!(
+            describe_change(&before, &[t("a", 1.0, &[])]),
+            "the grouping of the streams"
+        );
+    }
+}

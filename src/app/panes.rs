@@ -1315,6 +1315,52 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_pane_without_its_frame_says_the_jobs_phase() {
+        let say = |st: TrackState| st.describe("Taylor");
+        assert_eq!(
+            say(TrackState::Decoding { done: 12, total: 48 }).as_deref(),
+            Some("decoding… 12/48 frames")
+        );
+        assert_eq!(
+            say(TrackState::Running { done: 2, total: 5 }).as_deref(),
+            Some("computing Taylor… 40%")
+        );
+        assert_eq!(
+            say(TrackState::Preparing("loading the depth model")).as_deref(),
+            Some("loading the depth model…")
+        );
+        assert_eq!(
+            say(TrackState::Queued).as_deref(),
+            Some("frames decoded; Taylor is next…")
+        );
+        assert_eq!(say(TrackState::Done), None);
+        assert!(TrackState::Decoding { done: 0, total: 1 }.busy());
+        assert!(!TrackState::Unavailable("x".into()).busy());
+    }
+
+    /// Until the RGB frame is there, a derived pane reports its job's phase rather than a
+    /// bare "waiting".
+    #[test]
+    fn the_phase_shows_before_the_first_rgb_frame() {
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        lock(&shared).flow.state = TrackState::Decoding { done: 3, total: 30 };
+        let panes = Panes {
+            job: Some(ClipJob {
+                key: ("c".into(), 10, 39),
+                shared: shared.clone(),
+                cancel: Arc::new(AtomicBool::new(false)),
+            }),
+            ..Default::default()
+        };
+        let (img, status, _) = panes.image_for(PaneKind::Flow, None);
+        assert!(img.is_none());
+        assert_eq!(status.as_deref(), Some("decoding… 3/30 frames"));
+        lock(&shared).flow.state = TrackState::Running { done: 1, total: 4 };
+        let (_, status, _) = panes.image_for(PaneKind::Flow, Some(12));
+        assert_eq!(status.as_deref(), Some("computing optical flow… 25%"));
+    }
+
+    #[test]
     fn zoom_keeps_the_point_under_the_pointer() {
         let mut v = View::default();
         let at = [0.25, 0.75];

@@ -1011,3 +1011,33 @@ fn dropping_score_files_adds_streams_and_bad_ones_are_named() {
     let labels_after: Vec<_> = app.samples.iter().map(|s| s.label).collect();
     assert_eq!(labels_before, labels_after);
 }
+
+#[test]
+fn a_dump_without_an_id_list_takes_the_order_of_the_split_it_fits() {
+    use crate::pickle::{write_pickle, NdArray, Value};
+    let (_dir, mut app) = app();
+    let ctx = egui::Context::default();
+    let files = tempfile::tempdir().expect("tmp");
+    let row = |c: usize| {
+        let mut p = vec![0.01f32; 32];
+        p[c] = 0.69;
+        Value::Array(NdArray::from_f32(vec![32], p).expect("array"))
+    };
+    // One row: the val split (0001_1) fits; two rows: none of the one-clip splits does.
+    let one = files.path().join("one.pkl");
+    std::fs::write(&one, write_pickle(&Value::List(vec![row(1)]))).expect("write");
+    app.dropped(&one, &ctx);
+    finish_imports(&mut app);
+    assert!(app.error.is_none(), "{:?}", app.error);
+    assert!(
+        app.status.contains("the val split's clip order"),
+        "{}",
+        app.status
+    );
+    let two = files.path().join("two.pkl");
+    std::fs::write(&two, write_pickle(&Value::List(vec![row(1), row(2)]))).expect("write");
+    app.dropped(&two, &ctx);
+    finish_imports(&mut app);
+    let e = app.error.take().expect("no order fits");
+    assert!(e.contains("two.pkl") && e.contains("two.ids.txt"), "{e}");
+}
