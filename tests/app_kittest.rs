@@ -613,7 +613,11 @@ fn inner_sliders_of_a_composite_show_the_engines_top1_and_undo_as_one_step() {
     assert_eq!(h.state().ensemble_top1(), Some(no_pose));
     let shown = format!("top-1 {:.2} %", no_pose * 100.0);
     assert!(h.query_by_label_contains(&shown).is_some(), "{shown:?}");
-    assert_eq!(h.state().ensemble_undo_depth(), 2, "a set value is one step");
+    assert_eq!(
+        h.state().ensemble_undo_depth(),
+        2,
+        "a set value is one step"
+    );
 
     // A drag on the rgb head's inner slider: the figures follow it, one undo step in all.
     let rail = h.get_by_role_and_label(Role::Slider, "rp.rgb").rect();
@@ -633,10 +637,17 @@ fn inner_sliders_of_a_composite_show_the_engines_top1_and_undo_as_one_step() {
     h.drop_at(at(0.9));
     h.run_steps(2);
     seen.dedup();
-    assert!(seen.len() >= 3, "the drag should pass several values: {seen:?}");
+    assert!(
+        seen.len() >= 3,
+        "the drag should pass several values: {seen:?}"
+    );
     let dragged = inner(&h);
     assert!(dragged[1] > 0.75, "{dragged:?}");
-    assert_eq!(h.state().ensemble_undo_depth(), 3, "the whole drag is one step");
+    assert_eq!(
+        h.state().ensemble_undo_depth(),
+        3,
+        "the whole drag is one step"
+    );
     assert_eq!(h.state().ensemble_weights(), &outer);
 
     // One Ctrl+Z takes the drag back, inner weight and figures with it.
@@ -677,7 +688,10 @@ fn inner_sliders_of_a_composite_show_the_engines_top1_and_undo_as_one_step() {
     assert_eq!(rp.weight, 0.5);
     assert_eq!(
         rp.parts,
-        vec![("rp.pose".to_string(), 0.0), ("rp.rgb".to_string(), dragged[1])]
+        vec![
+            ("rp.pose".to_string(), 0.0),
+            ("rp.rgb".to_string(), dragged[1])
+        ]
     );
     assert_eq!(saved.terms, h.state().ensemble_terms());
     let at_heads = h.state().ensemble_top1();

@@ -144,12 +144,7 @@ pub struct EnsemblePanel {
 
 /// The split's clips and labels, the streams that can take part, and those that cannot
 /// because they miss clips of the split.
-type Gathered = (
-    Vec<String>,
-    Vec<Option<u32>>,
-    Vec<ScoreStream>,
-    Vec<String>,
-);
+type Gathered = (Vec<String>, Vec<Option<u32>>, Vec<ScoreStream>, Vec<String>);
 
 impl EnsemblePanel {
     /// Builds the fusion of the stored streams of the taxonomy's class count over `split`.
@@ -514,12 +509,9 @@ impl EnsemblePanel {
     /// The inner weights of composite `name`, in part order.
     pub fn inner_weights(&self, name: &str) -> Option<Vec<(String, f32)>> {
         self.inputs.iter().find_map(|s| match s {
-            Stream::Composite(c) if c.name == name => Some(
-                c.parts
-                    .iter()
-                    .map(|(p, w)| (p.name.clone(), *w))
-                    .collect(),
-            ),
+            Stream::Composite(c) if c.name == name => {
+                Some(c.parts.iter().map(|(p, w)| (p.name.clone(), *w)).collect())
+            }
             _ => None,
         })
     }
@@ -632,18 +624,29 @@ impl EnsemblePanel {
         let composite = PresetTerm {
             name: name.to_string(),
             weight: total.max(0.0),
-            parts: parts.iter().zip(&ws).map(|(n, w)| (n.clone(), sub(*w))).collect(),
+            parts: parts
+                .iter()
+                .zip(&ws)
+                .map(|(n, w)| (n.clone(), sub(*w)))
+                .collect(),
         };
         terms.retain(|t| !(t.parts.is_empty() && parts.contains(&t.name)));
         terms.push(composite);
-        self.edit_terms(ds, &terms, format!("group {} as '{name}'", parts.join(" + ")));
+        self.edit_terms(
+            ds,
+            &terms,
+            format!("group {} as '{name}'", parts.join(" + ")),
+        );
     }
 
     /// Splits composite `name` into plain streams weighing outer × inner (the same fused
     /// scores), as one step.
     pub fn ungroup(&mut self, ds: &Dataset, name: &str) {
         let mut terms = self.terms();
-        let Some(i) = terms.iter().position(|t| t.name == name && !t.parts.is_empty()) else {
+        let Some(i) = terms
+            .iter()
+            .position(|t| t.name == name && !t.parts.is_empty())
+        else {
             return;
         };
         let t = terms.remove(i);
@@ -708,7 +711,11 @@ impl EnsemblePanel {
             self.labels.clone(),
             self.inputs_for(terms)?,
         )?;
-        Ok(evaluate(&other.fused(&w)?, other.classes(), other.labels())?)
+        Ok(evaluate(
+            &other.fused(&w)?,
+            other.classes(),
+            other.labels(),
+        )?)
     }
 
     /// The figures' reference: the compared preset's terms through the engine, or every
@@ -989,7 +996,6 @@ impl EnsemblePanel {
         }
     }
 
-
     /// The weight each stored stream has in the fusion, by name (what the Predictions tab
     /// fuses with): a composite's part weighs outer × inner.
     pub fn weights_by_stream(&self) -> HashMap<String, f32> {
@@ -1163,7 +1169,10 @@ impl EnsemblePanel {
         }
         for (model, heads) in self.groupable() {
             ui.horizontal(|ui| {
-                ui.weak(format!("{} look like heads of one model", heads.join(" + ")));
+                ui.weak(format!(
+                    "{} look like heads of one model",
+                    heads.join(" + ")
+                ));
                 if ui
                     .small_button(format!("Group as '{model}'"))
                     .on_hover_text(
@@ -1284,7 +1293,6 @@ impl EnsemblePanel {
         })
     }
 }
-
 
 /// A weight on a 0–1 rail.
 fn weight_slider<'a>(w: &'a mut f32, name: &str) -> egui::Slider<'a> {

@@ -598,7 +598,10 @@ impl MgApp {
             }
             Err(mpsc::TryRecvError::Empty) => true,
             Err(mpsc::TryRecvError::Disconnected) => {
-                done.push((j.file.clone(), Err("the import stopped without a result".into())));
+                done.push((
+                    j.file.clone(),
+                    Err("the import stopped without a result".into()),
+                ));
                 false
             }
         });
@@ -607,7 +610,8 @@ impl MgApp {
                 Ok(imp) => {
                     if let Some(ds) = &self.dataset {
                         self.predictions.load_streams(ds);
-                        self.ensemble.load(ds, self.ensemble.split().unwrap_or(Split::Val));
+                        self.ensemble
+                            .load(ds, self.ensemble.split().unwrap_or(Split::Val));
                     }
                     let mut said = format!(
                         "imported {} as stream {} (rows in {})",
@@ -816,10 +820,7 @@ impl MgApp {
                     self.open(&p);
                 }
                 if ui
-                    .add_enabled(
-                        self.dataset.is_some(),
-                        egui::Button::new("Import scores…"),
-                    )
+                    .add_enabled(self.dataset.is_some(), egui::Button::new("Import scores…"))
                     .on_hover_text(
                         "score files (.pkl result dumps, .csv, .npy) become score streams of this \
                          dataset; dropping them on the window does the same",

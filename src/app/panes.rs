@@ -50,10 +50,16 @@ enum TrackState {
     /// A step before the frames: reading the extraction cache, loading a model.
     Preparing(&'static str),
     /// The sample's frames are being decoded for the modalities the cache lacks.
-    Decoding { done: usize, total: usize },
+    Decoding {
+        done: usize,
+        total: usize,
+    },
     /// Frames decoded; another modality is being computed first.
     Queued,
-    Running { done: usize, total: usize },
+    Running {
+        done: usize,
+        total: usize,
+    },
     Done,
     Unavailable(String),
 }
@@ -188,7 +194,11 @@ fn compute(job: Job, shared: Arc<Mutex<Shared>>, cancel: Arc<AtomicBool>, repain
     // The extraction cache first: exact values written by `mgscope extract --format npy`.
     let mut needed = Vec::new();
     for m in [Modality::Taylor, Modality::Flow, Modality::Depth] {
-        set_state(&shared, m, TrackState::Preparing("reading the extraction cache"));
+        set_state(
+            &shared,
+            m,
+            TrackState::Preparing("reading the extraction cache"),
+        );
     }
     repaint();
     for m in [Modality::Taylor, Modality::Flow, Modality::Depth] {
@@ -541,7 +551,11 @@ fn flow_track(
     let (w, h) = (frames[0].width as usize, frames[0].height as usize);
     let mut dis = flow::DisFlow::new(flow::DisParams::medium()).map_err(|e| e.to_string())?;
     let total = frames.len() - 1;
-    set_state(shared, Modality::Flow, TrackState::Running { done: 0, total });
+    set_state(
+        shared,
+        Modality::Flow,
+        TrackState::Running { done: 0, total },
+    );
     repaint();
     let mut prev = flow::rgb_to_gray(&frames[0].data, w, h).map_err(|e| e.to_string())?;
     for (i, f) in frames[1..].iter().enumerate() {
@@ -1318,7 +1332,11 @@ mod tests {
     fn a_pane_without_its_frame_says_the_jobs_phase() {
         let say = |st: TrackState| st.describe("Taylor");
         assert_eq!(
-            say(TrackState::Decoding { done: 12, total: 48 }).as_deref(),
+            say(TrackState::Decoding {
+                done: 12,
+                total: 48
+            })
+            .as_deref(),
             Some("decoding… 12/48 frames")
         );
         assert_eq!(

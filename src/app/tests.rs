@@ -828,7 +828,11 @@ fn grouping_heads_keeps_their_weights_and_is_one_undo_step() {
     let ctx = egui::Context::default();
     app.tab = Tab::Ensemble;
     app.run_command(C::Undo, None, &ctx);
-    assert!(app.status.starts_with("undid group m.pose + m.rgb"), "{}", app.status);
+    assert!(
+        app.status.starts_with("undid group m.pose + m.rgb"),
+        "{}",
+        app.status
+    );
     assert_eq!(app.ensemble_weights(), &[0.1, 0.3, 0.6]);
     assert!(app.ensemble_inner_weights("m").is_none());
     app.run_command(C::Redo, None, &ctx);
@@ -839,7 +843,10 @@ fn grouping_heads_keeps_their_weights_and_is_one_undo_step() {
     app.ensemble.ungroup(ds, "m");
     let w = app.ensemble_weights().to_vec();
     assert_eq!(w.len(), 3);
-    assert!((w[0] - 0.1).abs() < 1e-6 && (w[1] - 0.3).abs() < 1e-6, "{w:?}");
+    assert!(
+        (w[0] - 0.1).abs() < 1e-6 && (w[1] - 0.3).abs() < 1e-6,
+        "{w:?}"
+    );
 }
 
 #[test]
@@ -858,7 +865,11 @@ fn the_mm_gesture_layout_loads_from_a_preset_and_round_trips() {
         (names::RGB_L_POSE, 6),
     ];
     with_streams(&mut app, &streams);
-    assert_eq!(app.ensemble_weights().len(), 9, "flat until a preset says otherwise");
+    assert_eq!(
+        app.ensemble_weights().len(),
+        9,
+        "flat until a preset says otherwise"
+    );
     // The engine's preset as the store keeps it (plain streams written as [(name, 1.0)]).
     let mm: Vec<crate::store::PresetTerm> = mm_gesture()
         .terms
@@ -885,7 +896,11 @@ fn the_mm_gesture_layout_loads_from_a_preset_and_round_trips() {
         let t = terms.iter().find(|t| t.name == name).expect("composite");
         assert_eq!(t, &term(name, 0.5, &[(rgb, 0.5), (pose, 0.5)]));
     }
-    for n in [names::SWIN_B_RGB, names::SWIN_B_FLOW, names::SWIN_S_RGB_MA52] {
+    for n in [
+        names::SWIN_B_RGB,
+        names::SWIN_B_FLOW,
+        names::SWIN_S_RGB_MA52,
+    ] {
         assert!(terms.contains(&term(n, 0.2, &[])), "{n}: {terms:?}");
     }
     // The figures are the engine's for MM-Gesture's rule.
@@ -1004,7 +1019,10 @@ fn dropping_score_files_adds_streams_and_bad_ones_are_named() {
     app.dropped(&stranger, &ctx);
     finish_imports(&mut app);
     let e = app.error.take().expect("an error for unknown clips");
-    assert!(e.contains("stranger.csv") && e.contains("none of its 1 clip ids"), "{e}");
+    assert!(
+        e.contains("stranger.csv") && e.contains("none of its 1 clip ids"),
+        "{e}"
+    );
     let ds = app.dataset.as_ref().expect("dataset");
     let stored = ds.stream_names().expect("names");
     assert_eq!(stored, ["p3d.pose", "p3d.rgb", "swin_rgb", "swin_rgb-2"]);

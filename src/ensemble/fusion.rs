@@ -764,7 +764,10 @@ mod tests {
         assert!(c.set_weight(2, 0.1).is_err());
         f.set_stream(1, &c.clone().into()).unwrap();
         let fresh = Fusion::new(clip_ids, labels, vec![a.clone().into(), c.into()]).unwrap();
-        assert_eq!(f.fused(&[0.3, 0.7]).unwrap(), fresh.fused(&[0.3, 0.7]).unwrap());
+        assert_eq!(
+            f.fused(&[0.3, 0.7]).unwrap(),
+            fresh.fused(&[0.3, 0.7]).unwrap()
+        );
         // Only the same term may take the slot.
         assert!(f.set_stream(1, &a.into()).is_err());
     }

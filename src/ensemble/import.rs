@@ -19,7 +19,7 @@ pub enum ScoreImportError {
     Unreadable {
         path: PathBuf,
         #[source]
-        source: crate::Error,
+        source: Box<crate::Error>,
     },
     #[error(
         "{path}: {source} (the rows carry no clip ids and match neither the val, test nor \
@@ -29,7 +29,7 @@ pub enum ScoreImportError {
         path: PathBuf,
         sidecar: PathBuf,
         #[source]
-        source: crate::Error,
+        source: Box<crate::Error>,
     },
     #[error("{path}: {got} classes per row, but the dataset's taxonomy has {expected}")]
     Classes {
@@ -43,7 +43,7 @@ pub enum ScoreImportError {
     Store {
         path: PathBuf,
         #[source]
-        source: crate::Error,
+        source: Box<crate::Error>,
     },
 }
 
@@ -78,7 +78,7 @@ pub fn import_score_file(ds: &mut Dataset, path: &Path) -> Result<Imported, Scor
         })?;
     let store = |source: crate::Error| ScoreImportError::Store {
         path: path.to_path_buf(),
-        source,
+        source: Box::new(source),
     };
     let (read, order) = read_with_order(ds, path, &stem)?;
     let expected = ds.taxonomy().len();
@@ -155,7 +155,7 @@ fn read_with_order(
 ) -> Result<(Read, String), ScoreImportError> {
     let unreadable = |source: crate::Error| ScoreImportError::Unreadable {
         path: path.to_path_buf(),
-        source,
+        source: Box::new(source),
     };
     let sidecar = sidecar_ids(path);
     if sidecar.is_file() {
@@ -184,7 +184,7 @@ fn read_with_order(
     }
     let samples = ds.samples().map_err(|source| ScoreImportError::Store {
         path: path.to_path_buf(),
-        source,
+        source: Box::new(source),
     })?;
     let mut first_error = None;
     for split in [Split::Val, Split::Test, Split::Train] {
@@ -218,6 +218,6 @@ fn read_with_order(
     Err(ScoreImportError::NoRowOrder {
         path: path.to_path_buf(),
         sidecar,
-        source,
+        source: Box::new(source),
     })
 }
