@@ -17,7 +17,7 @@ use mgscope::dataset::Split;
 use mgscope::ensemble::fusion::Fusion;
 use mgscope::ensemble::metrics::evaluate;
 use mgscope::ensemble::search::{kfold, Control, Method, Objective};
-use mgscope::ensemble::stream::Stream;
+use mgscope::ensemble::stream::{CompositeStream, Stream};
 use mgscope::store::{Dataset, StoredStream};
 
 /// Scores that favour class `(label + shift) % C` with strength `sharp`, plus a fixed ripple.
@@ -507,4 +507,214 @@ fn compare_snapshot(name: &str, rgb: &[u8], w: u32, h: u32) {
             got.display()
         );
     }
+}
+
+/// The demo dataset with, besides "good" and "shifted", the two heads of one RGBPose model as
+/// `mgscope predict --register rp` stores them: a sound rgb head and a pose head that is
+/// confidently two classes off.
+fn demo_with_heads(dir: &Path) -> PathBuf {
+    let root = demo_dataset(dir);
+    let mut ds = Dataset::open(&root).expect("open");
+    let val = val_samples(&ds);
+    let ids: Vec<String> = val.iter().map(|s| s.clip_id.clone()).collect();
+    let labels: Vec<Option<u32>> = val.iter().map(|s| s.label).collect();
+    ds.put_stream(&stream("rp.rgb", &ids, &labels, 0, 1.2))
+        .expect("stream");
+    ds.put_stream(&stream("rp.pose", &ids, &labels, 2, 3.0))
+        .expect("stream");
+    root
+}
+
+/// The engine's figures for good, rp = (inner pose · pose + inner rgb · rgb), shifted: the
+/// composite built as `CompositeStream` and fused by `Fusion`, in the tab's order.
+fn composite_top1_parts(root: &Path, outer: &[f32], pose: f32, rgb: f32) -> f64 {
+    let ds = Dataset::open(root).expect("open");
+    let val = val_samples(&ds);
+    let load = |n: &str| {
+        ds.load_stream(n)
+            .expect("load")
+            .to_stream()
+            .expect("stream")
+    };
+    let rp = CompositeStream::new("rp", vec![(load("rp.pose"), pose), (load("rp.rgb"), rgb)])
+        .expect("composite");
+    let f = Fusion::new(
+        val.iter().map(|s| s.clip_id.clone()).collect(),
+        val.iter().map(|s| s.label).collect(),
+        vec![
+            Stream::Single(load("good")),
+            Stream::Composite(rp),
+            Stream::Single(load("shifted")),
+        ],
+    )
+    .expect("fusion");
+    evaluate(&f.fused(outer).expect("fused"), 32, f.labels())
+        .expect("metrics")
+        .top1
+}
+
+fn inner(h: &Harness<'_, MgApp>) -> Vec<f32> {
+    h.state()
+        .ensemble_inner_weights("rp")
+        .expect("the composite")
+        .into_iter()
+        .map(|(_, w)| w)
+        .collect()
+}
+
+#[test]
+fn inner_sliders_of_a_composite_show_the_engines_top1_and_undo_as_one_step() {
+    use egui::accesskit::Role;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = demo_with_heads(tmp.path());
+    let mut h = harness(&root);
+    h.step();
+    h.get_by_label("Ensemble").click();
+    h.run_steps(3);
+    assert_eq!(h.state().ensemble_weights(), &[0.25; 4]);
+    assert_eq!(h.get_all_by_role(Role::Slider).count(), 4, "flat at first");
+
+    // The tab offers the two heads as one model; grouping is one step.
+    h.get_by_label("Group as 'rp'").click();
+    h.run_steps(2);
+    assert_eq!(h.state().ensemble_weights(), &[0.25, 0.5, 0.25]);
+    // rp.pose sorts before rp.rgb, so it is the first part.
+    let parts: Vec<String> = h
+        .state()
+        .ensemble_inner_weights("rp")
+        .expect("composite")
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(parts, ["rp.pose", "rp.rgb"]);
+    assert_eq!(inner(&h), [0.5, 0.5]);
+    assert_eq!(h.state().ensemble_undo_depth(), 1);
+    assert_eq!(
+        h.get_all_by_role(Role::Slider).count(),
+        5,
+        "three outer sliders and two inner ones"
+    );
+    let outer = [0.25, 0.5, 0.25];
+    // Engine order: (pose, rgb) as the tab holds them.
+    let engine = |pose: f32, rgb: f32| composite_top1_parts(&root, &outer, pose, rgb);
+    let grouped = engine(0.5, 0.5);
+    assert_eq!(h.state().ensemble_top1(), Some(grouped));
+
+    // The pose head to 0: the composite is the rgb head alone, top-1 is the engine's.
+    h.get_by_role_and_label(Role::Slider, "rp.pose")
+        .set_value_accesskit(0.0);
+    h.run_steps(2);
+    assert_eq!(inner(&h), [0.0, 0.5]);
+    let no_pose = engine(0.0, 0.5);
+    assert!(
+        no_pose > grouped,
+        "without the shifted pose head top-1 should rise: {no_pose} vs {grouped}"
+    );
+    assert_eq!(h.state().ensemble_top1(), Some(no_pose));
+    let shown = format!("top-1 {:.2} %", no_pose * 100.0);
+    assert!(h.query_by_label_contains(&shown).is_some(), "{shown:?}");
+    assert_eq!(
+        h.state().ensemble_undo_depth(),
+        2,
+        "a set value is one step"
+    );
+
+    // A drag on the rgb head's inner slider: the figures follow it, one undo step in all.
+    let rail = h.get_by_role_and_label(Role::Slider, "rp.rgb").rect();
+    let at = |f: f32| egui::pos2(rail.left() + f * rail.width(), rail.center().y);
+    h.hover_at(at(0.5));
+    h.step();
+    h.drag_at(at(0.5));
+    h.step();
+    let mut seen = Vec::new();
+    for f in [0.6, 0.7, 0.8, 0.9] {
+        h.hover_at(at(f));
+        h.step();
+        let w = inner(&h);
+        assert_eq!(h.state().ensemble_top1(), Some(engine(w[0], w[1])));
+        seen.push(w[1]);
+    }
+    h.drop_at(at(0.9));
+    h.run_steps(2);
+    seen.dedup();
+    assert!(
+        seen.len() >= 3,
+        "the drag should pass several values: {seen:?}"
+    );
+    let dragged = inner(&h);
+    assert!(dragged[1] > 0.75, "{dragged:?}");
+    assert_eq!(
+        h.state().ensemble_undo_depth(),
+        3,
+        "the whole drag is one step"
+    );
+    assert_eq!(h.state().ensemble_weights(), &outer);
+
+    // One Ctrl+Z takes the drag back, inner weight and figures with it.
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::Z);
+    h.run_steps(2);
+    assert_eq!(inner(&h), [0.0, 0.5]);
+    assert_eq!(h.state().ensemble_top1(), Some(no_pose));
+    assert!(
+        h.state()
+            .status()
+            .starts_with("undid weight of 'rp.rgb' in 'rp' 0.50 ->"),
+        "{}",
+        h.state().status()
+    );
+    h.key_press_modifiers(
+        egui::Modifiers::COMMAND.plus(egui::Modifiers::SHIFT),
+        egui::Key::Z,
+    );
+    h.run_steps(2);
+    assert_eq!(inner(&h), dragged);
+
+    // Saved as a preset, the composite and its sub-weights are in the store.
+    h.get_by_label("Preset name").click();
+    h.run_steps(2);
+    h.get_by_label("Preset name").type_text("heads");
+    h.run_steps(2);
+    h.get_by_label("Save preset").click();
+    h.run_steps(2);
+    let saved = Dataset::open(&root)
+        .expect("open")
+        .load_preset("heads")
+        .expect("the preset is in the dataset");
+    let rp = saved
+        .terms
+        .iter()
+        .find(|t| t.name == "rp")
+        .expect("the composite term");
+    assert_eq!(rp.weight, 0.5);
+    assert_eq!(
+        rp.parts,
+        vec![
+            ("rp.pose".to_string(), 0.0),
+            ("rp.rgb".to_string(), dragged[1])
+        ]
+    );
+    assert_eq!(saved.terms, h.state().ensemble_terms());
+    let at_heads = h.state().ensemble_top1();
+
+    // Undo the grouping itself, then load the preset: the composite comes back as one step.
+    for _ in 0..3 {
+        h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::Z);
+        h.run_steps(2);
+    }
+    assert!(h.state().ensemble_inner_weights("rp").is_none());
+    assert_eq!(h.state().ensemble_weights(), &[0.25; 4]);
+    h.get_by_label("Load").click();
+    h.run_steps(2);
+    assert_eq!(h.state().ensemble_terms(), saved.terms);
+    assert_eq!(h.state().ensemble_top1(), at_heads);
+    drop(h);
+
+    // A new window opens on the composite as it was left.
+    let mut h = harness(&root);
+    h.step();
+    h.get_by_label("Ensemble").click();
+    h.run_steps(3);
+    assert_eq!(h.state().ensemble_terms(), saved.terms);
+    assert_eq!(h.state().ensemble_top1(), at_heads);
+    assert_eq!(h.get_all_by_role(Role::Slider).count(), 5);
 }

@@ -13,6 +13,9 @@ use crate::media::cache::{FrameCache, Prefetcher, DEFAULT_BUDGET_BYTES};
 use crate::media::decode::{build_index, FrameIndex, RgbFrame};
 use crate::store::Dataset;
 
+/// Sample frames the RGB pane's decoding line counts at most.
+const PHASE_SPAN: usize = 1000;
+
 enum State {
     /// The frame index is being built on a worker thread.
     Opening(mpsc::Receiver<Result<FrameIndex, String>>),
@@ -139,6 +142,30 @@ impl ClipView {
             Err(e) => {
                 self.state = State::Failed(e);
                 None
+            }
+        }
+    }
+
+    /// What the RGB pane says while the cursor's frame is not on screen: indexing, or
+    /// decoding with how much of the sample the prefetcher has ready.
+    pub fn phase(&self) -> Option<String> {
+        match &self.state {
+            State::Opening(_) => Some("indexing the video…".into()),
+            State::Failed(e) => Some(format!("cannot open the video: {e}")),
+            State::Ready(pf) => {
+                if self.shown.as_ref().is_some_and(|(i, _)| *i == self.cursor) {
+                    return None;
+                }
+                // Bounded: this runs every frame while the decoder is behind.
+                let total = (self.end.saturating_sub(self.start) as usize + 1).min(PHASE_SPAN);
+                let ready = (self.start..=self.end)
+                    .take(total)
+                    .filter(|&i| self.cache.contains(pf.key, i as usize))
+                    .count();
+                Some(format!(
+                    "decoding frame {}… {ready}/{total} frames of the sample",
+                    self.cursor
+                ))
             }
         }
     }

@@ -30,6 +30,7 @@ pub enum CommandId {
     Undo,
     Redo,
     OpenDataset,
+    ImportScores,
     GenerateDemo,
     FocusFilter,
     CommandPalette,
@@ -180,6 +181,7 @@ pub const COMMANDS: &[Command] = &[
         &[cmd(Key::Y), cmd_shift(Key::Z)],
     ),
     c(C::OpenDataset, "Open dataset…", &[cmd(Key::O)]),
+    c(C::ImportScores, "Import score files…", &[cmd(Key::I)]),
     c(C::GenerateDemo, "Generate demo dataset", &[]),
     c(C::FocusFilter, "Filter the sample list", &[cmd(Key::F)]),
     Command {
@@ -245,7 +247,7 @@ pub fn available(id: CommandId, cx: &Context) -> bool {
         C::ClassDigit | C::ToggleReviewed => cx.sample,
         C::ApplyClass => cx.sample && cx.typing_class,
         C::Cancel => cx.typing_class || cx.overlay_open,
-        C::Undo | C::Redo | C::FocusFilter => cx.dataset,
+        C::Undo | C::Redo | C::FocusFilter | C::ImportScores => cx.dataset,
         C::GenerateDemo => !cx.busy,
         C::OpenDataset
         | C::CommandPalette
@@ -647,6 +649,7 @@ impl super::MgApp {
                 }
             }
             C::OpenDataset => self.open_dialog = true,
+            C::ImportScores => self.scores_dialog = true,
             C::GenerateDemo => self.demo_requested = true,
             C::FocusFilter => self.focus_filter = true,
             C::CommandPalette => self.palette.toggle(),

@@ -1,12 +1,19 @@
-//! The Ensemble tab: one weight slider per stored stream, live validation top-1 and mean class
-//! accuracy with their change against a saved preset (or equal weights), per-class accuracy
-//! bars and the confusion matrix; clicking a matrix cell filters the sample browser to those
-//! clips. Presets are saved in the dataset; the weights have an undo history in which one
-//! slider drag, one keyboard or typed edit, one preset load and one application of searched
-//! weights are one step each. The working weights and the last loaded preset are written to the
-//! dataset at every step, so closing the window loses no tuning.
+//! The Ensemble tab: one weight slider per stored stream or composite (a composite, such as
+//! MM-Gesture's RGBPose model = 0.5·rgb head + 0.5·pose head, has its outer slider and one
+//! inner slider per part), live validation top-1 and mean class accuracy with their change
+//! against a saved preset (or equal weights), per-class accuracy bars and the confusion matrix;
+//! clicking a matrix cell filters the sample browser to those clips. Presets are saved in the
+//! dataset with their composites; the weights have an undo history in which one slider drag
+//! (outer or inner), one keyboard or typed edit, one preset load, one grouping and one
+//! application of searched weights are one step each. The working weights and the last loaded
+//! preset are written to the dataset at every step, so closing the window loses no tuning.
+//!
+//! Composites come in two ways: a preset (or the remembered working weights) that has them, and
+//! the "Group" action the tab offers for stored streams named `NAME.HEAD` — what
+//! `mgscope predict --register NAME` and a dropped RGBPose dump store, `NAME.rgb` and
+//! `NAME.pose`. Grouping and ungrouping keep the fused scores as they were.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 
 use eframe::egui;
@@ -17,7 +24,7 @@ use crate::ensemble::fusion::Fusion;
 use crate::ensemble::metrics::{argmax, evaluate, Metrics};
 use crate::ensemble::queue::{self, QueueKind};
 use crate::ensemble::search::{grid_size, kfold, Control, KFoldReport, Method, Objective};
-use crate::ensemble::stream::Stream;
+use crate::ensemble::stream::{CompositeStream, ScoreStream, Stream};
 use crate::store::{Dataset, LoadedPreset, PresetInfo, PresetTerm, SaveMode};
 use crate::util::format_utc;
 
@@ -52,11 +59,15 @@ const SEARCH_FOLDS: usize = 5;
 /// Undo steps kept; older ones are dropped first (rerun keeps 100 as well).
 const MAX_UNDO: usize = 100;
 
-/// One undo step: the whole weight vector before and after, in the fusion's stream order.
+/// Indent of a composite's inner sliders under its outer one.
+const INNER_INDENT: f32 = 18.0;
+
+/// One undo step: every term before and after, so a step that changed the grouping (a preset
+/// of another layout, "Group", "Ungroup") is taken back with its weights.
 #[derive(Debug, Clone, PartialEq)]
 struct WeightEdit {
-    before: Vec<f32>,
-    after: Vec<f32>,
+    before: Vec<PresetTerm>,
+    after: Vec<PresetTerm>,
     what: String,
 }
 
@@ -95,18 +106,32 @@ struct Baseline {
 pub struct EnsemblePanel {
     search: Option<SearchJob>,
     report: Option<Result<KFoldReport, String>>,
+    /// The terms (layout and inner weights) the running or last search tuned outer weights for.
+    searched_on: Vec<PresetTerm>,
+    /// The split's clips and labels: what a fusion for another layout is built on.
+    clips: Vec<String>,
+    labels: Vec<Option<u32>>,
+    /// The stored streams with the taxonomy's class count that score every clip of the split,
+    /// in stored order: what sliders and composites are made of.
+    available: Vec<ScoreStream>,
+    /// Stored streams of the right class count left out for missing clips of the split.
+    uncovered: Vec<String>,
     fusion: Option<Fusion>,
+    /// The fusion's inputs in its order, one per outer slider; a composite holds its inner
+    /// weights, so moving one re-aligns that input alone.
+    inputs: Vec<Stream>,
+    /// The outer weights, in the fusion's order.
     weights: Vec<f32>,
     metrics: Option<Metrics>,
     baseline: Option<Baseline>,
     error: Option<String>,
     split: Option<Split>,
     /// The dataset the panel was built for: reloading the same one (another split, new
-    /// streams) keeps the weights and, while the streams are the same, their history.
+    /// streams) keeps the weights and, while the layout is the same, their history.
     root: Option<PathBuf>,
-    /// The weights as of the last undo step; `weights` differs from it only while a slider
+    /// The terms as of the last undo step; the sliders differ from them only while a slider
     /// gesture is still open.
-    committed: Vec<f32>,
+    committed: Vec<PresetTerm>,
     history: WeightHistory,
     presets: Vec<PresetInfo>,
     /// The preset the figures are compared with.
@@ -117,10 +142,14 @@ pub struct EnsemblePanel {
     notice: Option<String>,
 }
 
+/// The split's clips and labels, the streams that can take part, and those that cannot
+/// because they miss clips of the split.
+type Gathered = (Vec<String>, Vec<Option<u32>>, Vec<ScoreStream>, Vec<String>);
+
 impl EnsemblePanel {
-    /// Builds the fusion of every stored stream of the taxonomy's class count over `split`.
+    /// Builds the fusion of the stored streams of the taxonomy's class count over `split`.
     /// A different dataset starts afresh from what the dataset remembers (working weights, the
-    /// last loaded preset); the same dataset keeps the weights by stream name.
+    /// last loaded preset); the same dataset keeps the terms by stream name.
     pub fn load(&mut self, ds: &Dataset, split: Split) {
         let same = self.root.as_deref() == Some(ds.root());
         if !same {
@@ -134,73 +163,91 @@ impl EnsemblePanel {
             self.commit(ds, None);
         }
         self.refresh_presets(ds);
-        let old_names: Vec<String> = self
-            .fusion
-            .as_ref()
-            .map(|f| f.stream_names().to_vec())
-            .unwrap_or_default();
-        let old_weights = std::mem::take(&mut self.weights);
+        let old_terms = if self.fusion.is_some() {
+            self.terms()
+        } else {
+            Vec::new()
+        };
         // A running search and its result belong to the old clips: dropping the job cancels it.
         self.search = None;
         self.report = None;
         self.fusion = None;
+        self.inputs.clear();
+        self.weights.clear();
         self.metrics = None;
         self.baseline = None;
         self.error = None;
         self.split = Some(split);
-        let build = || -> crate::Result<Option<Fusion>> {
+        let gather = || -> crate::Result<Gathered> {
             let classes = ds.taxonomy().len();
-            let mut streams = Vec::new();
-            for n in ds.stream_names()? {
-                let s = ds.load_stream(&n)?;
-                if s.classes == classes {
-                    streams.push(Stream::Single(s.to_stream()?));
-                }
-            }
-            if streams.is_empty() {
-                return Ok(None);
-            }
             let samples: Vec<_> = ds
                 .samples()?
                 .into_iter()
                 .filter(|s| s.split == split)
                 .collect();
-            let ids = samples.iter().map(|s| s.clip_id.clone()).collect();
+            let clips: Vec<String> = samples.iter().map(|s| s.clip_id.clone()).collect();
             let labels = samples.iter().map(|s| s.label).collect();
-            Ok(Some(Fusion::new(ids, labels, streams)?))
+            let (mut available, mut uncovered) = (Vec::new(), Vec::new());
+            for n in ds.stream_names()? {
+                let s = ds.load_stream(&n)?;
+                if s.classes != classes {
+                    continue;
+                }
+                let s = s.to_stream()?;
+                // A stream of another split would fail the whole fusion; it is named instead.
+                if s.align(&clips).is_ok() {
+                    available.push(s);
+                } else {
+                    uncovered.push(n);
+                }
+            }
+            Ok((clips, labels, available, uncovered))
         };
-        let fusion = match build() {
-            Ok(Some(f)) => f,
-            Ok(None) => {
-                self.history.clear();
-                self.committed.clear();
-                return;
+        match gather() {
+            Ok((clips, labels, available, uncovered)) => {
+                self.clips = clips;
+                self.labels = labels;
+                self.available = available;
+                self.uncovered = uncovered;
             }
             Err(e) => {
                 self.error = Some(e.to_string());
                 return;
             }
-        };
-        let names = fusion.stream_names().to_vec();
-        self.fusion = Some(fusion);
-        if !old_names.is_empty() {
-            let carried: Vec<PresetTerm> = old_names
-                .iter()
-                .zip(&old_weights)
-                .map(|(n, w)| PresetTerm::stream(n.clone(), *w))
-                .collect();
-            self.weights = weights_or_equal(&names, &carried);
-            if names != old_names {
-                // Steps are whole vectors in stream order; with other streams they mean nothing.
+        }
+        if self.available.is_empty() {
+            self.history.clear();
+            self.committed.clear();
+            return;
+        }
+        let names = self.available_names();
+        let terms = if old_terms.is_empty() {
+            self.history.clear();
+            self.restore_terms(ds, &names)
+        } else {
+            let a = arrange(&names, &old_terms);
+            let terms = if a.matched > 0 {
+                a.terms
+            } else {
+                equal(&arrange(&names, &[]).terms)
+            };
+            if !same_layout(&old_terms, &terms) {
+                // Steps are whole term lists of one layout; with other streams they mean nothing.
                 self.history.clear();
             }
-        } else {
-            self.history.clear();
-            self.restore_weights(ds, &names);
+            terms
+        };
+        if let Err(e) = self.rebuild(&terms) {
+            self.error = Some(e.to_string());
+            return;
         }
-        self.committed = self.weights.clone();
+        self.committed = self.terms();
         self.recompute();
         self.refresh_baseline();
+    }
+
+    fn available_names(&self) -> Vec<String> {
+        self.available.iter().map(|s| s.name.clone()).collect()
     }
 
     /// The preset loaded last, as the dataset remembers it, becomes the one compared with.
@@ -214,9 +261,9 @@ impl EnsemblePanel {
         }
     }
 
-    /// The weights as they were left in this dataset, else the compared preset's, else equal;
-    /// a source that weighs none of these streams is passed over.
-    fn restore_weights(&mut self, ds: &Dataset, names: &[String]) {
+    /// The terms as they were left in this dataset, else the compared preset's, else equal
+    /// weights; a source that weighs none of these streams is passed over.
+    fn restore_terms(&mut self, ds: &Dataset, names: &[String]) -> Vec<PresetTerm> {
         let working = match ds.working_weights() {
             Ok(w) => w.unwrap_or_default(),
             Err(e) => {
@@ -225,14 +272,89 @@ impl EnsemblePanel {
             }
         };
         let preset = self.compare.as_ref().map_or(&[][..], |p| &p.terms[..]);
-        self.weights = [&working[..], preset]
+        let found = [&working[..], preset]
             .into_iter()
-            .map(|terms| weights_from_terms(names, terms))
-            .find(|(_, matched)| *matched > 0)
-            .map_or_else(|| weights_or_equal(names, &[]), |(w, _)| w);
+            .map(|terms| arrange(names, terms))
+            .find(|a| a.matched > 0);
+        found.map_or_else(|| equal(&arrange(names, &[]).terms), |a| a.terms)
     }
 
-    /// The search the button runs: a 0.05 grid while it stays small, coordinate ascent with
+    /// The fusion inputs for arranged terms, from the available streams.
+    fn inputs_for(&self, terms: &[PresetTerm]) -> crate::Result<Vec<Stream>> {
+        let find = |n: &str| {
+            self.available
+                .iter()
+                .find(|s| s.name == n)
+                .cloned()
+                .ok_or_else(|| crate::Error::NotFound(format!("score stream {n:?}")))
+        };
+        terms
+            .iter()
+            .map(|t| {
+                if t.parts.is_empty() {
+                    return Ok(Stream::Single(find(&t.name)?));
+                }
+                let parts = t
+                    .parts
+                    .iter()
+                    .map(|(n, w)| Ok((find(n)?, *w)))
+                    .collect::<crate::Result<Vec<_>>>()?;
+                Ok(Stream::Composite(CompositeStream::new(
+                    t.name.clone(),
+                    parts,
+                )?))
+            })
+            .collect()
+    }
+
+    /// A new fusion for `terms` (arranged); the panel is unchanged when it cannot be built.
+    fn rebuild(&mut self, terms: &[PresetTerm]) -> crate::Result<()> {
+        let inputs = self.inputs_for(terms)?;
+        let fusion = Fusion::new(self.clips.clone(), self.labels.clone(), inputs.clone())?;
+        self.fusion = Some(fusion);
+        self.inputs = inputs;
+        self.weights = terms.iter().map(|t| t.weight).collect();
+        Ok(())
+    }
+
+    /// Moves inner weight `part` of composite `term`: that input alone is re-aligned through
+    /// the engine, so the figures during a drag are the engine's for the weights shown.
+    fn set_inner(&mut self, term: usize, part: usize, w: f32) -> crate::Result<()> {
+        let Some(Stream::Composite(c)) = self.inputs.get_mut(term) else {
+            return Ok(());
+        };
+        if c.parts.get(part).is_some_and(|(_, old)| *old == w) {
+            return Ok(());
+        }
+        c.set_weight(part, w)?;
+        if let (Some(f), Some(input)) = (self.fusion.as_mut(), self.inputs.get(term)) {
+            f.set_stream(term, input)?;
+        }
+        Ok(())
+    }
+
+    /// Makes `terms` (arranged over the available streams) the sliders: within one layout only
+    /// the moved weights change; another layout gets its own fusion and its own equal-weights
+    /// reference.
+    fn adopt(&mut self, terms: &[PresetTerm]) {
+        let r = if self.fusion.is_some() && same_layout(&self.terms(), terms) {
+            terms.iter().enumerate().try_for_each(|(i, t)| {
+                self.weights[i] = t.weight;
+                t.parts
+                    .iter()
+                    .enumerate()
+                    .try_for_each(|(k, (_, w))| self.set_inner(i, k, *w))
+            })
+        } else {
+            self.rebuild(terms).map(|()| self.refresh_baseline())
+        };
+        if let Err(e) = r {
+            self.error = Some(e.to_string());
+        }
+        self.recompute();
+    }
+
+    /// The search button runs: a 0.05 grid while it stays small, coordinate ascent with
     /// restarts beyond (the CLI's `--search` offers both).
     fn search_method(streams: usize) -> Method {
         match grid_size(streams, 0.05) {
@@ -272,6 +394,7 @@ impl EnsemblePanel {
         match spawned {
             Ok(_) => {
                 self.report = None;
+                self.searched_on = self.terms();
                 self.search = Some(SearchJob {
                     done,
                     total,
@@ -297,6 +420,10 @@ impl EnsemblePanel {
                 });
             }
         }
+        let composites = self
+            .inputs
+            .iter()
+            .any(|s| matches!(s, Stream::Composite(_)));
         ui.horizontal(|ui| match &self.search {
             Some(job) => {
                 let (d, t) = (
@@ -323,6 +450,9 @@ impl EnsemblePanel {
                 {
                     self.start_search(ui.ctx());
                 }
+                if composites {
+                    ui.weak("outer weights only; inner weights stay as set");
+                }
             }
         });
         let mut apply = None;
@@ -340,10 +470,18 @@ impl EnsemblePanel {
                 if let Some(w) = &r.warning {
                     ui.colored_label(egui::Color32::from_rgb(230, 170, 80), w);
                 }
-                if r.tuned.stream_names.len() == self.weights.len()
-                    && ui.button("Apply the tuned weights").clicked()
-                {
-                    apply = Some(r.tuned.weights.clone());
+                // Tuned outer weights mean something only for the composites they were tuned
+                // with.
+                let still = same_inner(&self.searched_on, &self.terms());
+                if r.tuned.stream_names.len() == self.weights.len() {
+                    let b = ui
+                        .add_enabled(still, egui::Button::new("Apply the tuned weights"))
+                        .on_disabled_hover_text(
+                            "the grouping or inner weights changed since the search: search again",
+                        );
+                    if b.clicked() {
+                        apply = Some(r.tuned.weights.clone());
+                    }
                 }
             }
             Some(Err(e)) => {
@@ -354,12 +492,28 @@ impl EnsemblePanel {
         apply
     }
 
+    /// The split the figures are over.
+    pub fn split(&self) -> Option<Split> {
+        self.split
+    }
+
     pub fn top1(&self) -> Option<f64> {
         self.metrics.as_ref().map(|m| m.top1)
     }
 
+    /// The outer weights, one per slider group, in the fusion's order.
     pub fn weights(&self) -> &[f32] {
         &self.weights
+    }
+
+    /// The inner weights of composite `name`, in part order.
+    pub fn inner_weights(&self, name: &str) -> Option<Vec<(String, f32)>> {
+        self.inputs.iter().find_map(|s| match s {
+            Stream::Composite(c) if c.name == name => {
+                Some(c.parts.iter().map(|(p, w)| (p.name.clone(), *w)).collect())
+            }
+            _ => None,
+        })
     }
 
     /// How many steps Ctrl+Z can take back.
@@ -372,34 +526,39 @@ impl EnsemblePanel {
         self.compare.as_ref().map(|p| p.info.name.as_str())
     }
 
-    /// The weights as preset terms, by stream name.
-    fn terms(&self) -> Vec<PresetTerm> {
-        let Some(f) = &self.fusion else {
-            return Vec::new();
-        };
-        f.stream_names()
+    /// The sliders as preset terms: streams by name, composites with their parts' weights.
+    pub fn terms(&self) -> Vec<PresetTerm> {
+        self.inputs
             .iter()
             .zip(&self.weights)
-            .map(|(n, w)| PresetTerm::stream(n.clone(), *w))
+            .map(|(s, &weight)| match s {
+                Stream::Single(x) => PresetTerm::stream(x.name.clone(), weight),
+                Stream::Composite(c) => PresetTerm {
+                    name: c.name.clone(),
+                    weight,
+                    parts: c.parts.iter().map(|(p, w)| (p.name.clone(), *w)).collect(),
+                },
+            })
             .collect()
     }
 
     /// Closes the open step: the weights since the last step become one undo entry, and the
     /// dataset remembers them.
     fn commit(&mut self, ds: &Dataset, what: Option<String>) {
-        if self.weights == self.committed {
+        let now = self.terms();
+        if now == self.committed {
             return;
         }
-        let what = what.unwrap_or_else(|| self.describe_change());
+        let what = what.unwrap_or_else(|| describe_change(&self.committed, &now));
         self.history.push(WeightEdit {
-            before: std::mem::replace(&mut self.committed, self.weights.clone()),
-            after: self.weights.clone(),
+            before: std::mem::replace(&mut self.committed, now.clone()),
+            after: now,
             what,
         });
         self.remember(ds);
     }
 
-    /// Replaces all weights as one step (a preset load, searched weights, a test's edit).
+    /// Replaces all outer weights as one step (searched weights, a test's edit).
     pub fn edit_weights(&mut self, ds: &Dataset, weights: Vec<f32>, what: String) {
         if weights.len() != self.weights.len() {
             return;
@@ -410,25 +569,93 @@ impl EnsemblePanel {
         self.recompute();
     }
 
-    /// "weight of 'rgb' 0.50 -> 0.20", or how many streams moved.
-    fn describe_change(&self) -> String {
-        let names = self
-            .fusion
-            .as_ref()
-            .map(|f| f.stream_names())
-            .unwrap_or(&[]);
-        let moved: Vec<usize> = (0..self.weights.len())
-            .filter(|&i| self.committed.get(i) != self.weights.get(i))
-            .collect();
-        match moved[..] {
-            [i] => format!(
-                "weight of '{}' {:.2} -> {:.2}",
-                names.get(i).map_or("?", String::as_str),
-                self.committed.get(i).copied().unwrap_or(f32::NAN),
-                self.weights[i]
-            ),
-            _ => format!("weights of {} streams", moved.len()),
+    /// Replaces every term, grouping included, as one step; `terms` are laid over the
+    /// available streams first, so a stream takes part once whatever they say.
+    fn edit_terms(&mut self, ds: &Dataset, terms: &[PresetTerm], what: String) {
+        self.commit(ds, None);
+        let arranged = arrange(&self.available_names(), terms);
+        self.adopt(&arranged.terms);
+        self.commit(ds, Some(what));
+    }
+
+    /// Plain streams that are heads of one model, by the name `mgscope predict --register`
+    /// gives them (`NAME.rgb`, `NAME.pose`): two or more `NAME.*` whose NAME is free.
+    fn groupable(&self) -> Vec<(String, Vec<String>)> {
+        let mut by: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for s in &self.inputs {
+            if let Stream::Single(x) = s {
+                if let Some((model, head)) = x.name.rsplit_once('.') {
+                    if !model.is_empty() && !head.is_empty() {
+                        by.entry(model).or_default().push(x.name.clone());
+                    }
+                }
+            }
         }
+        let taken = |n: &str| {
+            self.available.iter().any(|s| s.name == n) || self.inputs.iter().any(|s| s.name() == n)
+        };
+        by.into_iter()
+            .filter(|(model, heads)| heads.len() >= 2 && !taken(model))
+            .map(|(model, heads)| (model.to_string(), heads))
+            .collect()
+    }
+
+    /// Groups plain streams into composite `name` as one step. The outer weight is their sum
+    /// and the inner weights their shares, so the fused scores stay what they were; streams
+    /// that weigh nothing (or less) start equal inside.
+    pub fn group(&mut self, ds: &Dataset, name: &str, parts: &[String]) {
+        let mut terms = self.terms();
+        let weight_of = |n: &String| {
+            terms
+                .iter()
+                .find(|t| t.parts.is_empty() && &t.name == n)
+                .map_or(0.0, |t| t.weight)
+        };
+        let ws: Vec<f32> = parts.iter().map(weight_of).collect();
+        let total: f32 = ws.iter().sum();
+        let proportional = total > 0.0 && ws.iter().all(|w| *w >= 0.0);
+        let sub = |w: f32| {
+            if proportional {
+                w / total
+            } else {
+                1.0 / parts.len().max(1) as f32
+            }
+        };
+        let composite = PresetTerm {
+            name: name.to_string(),
+            weight: total.max(0.0),
+            parts: parts
+                .iter()
+                .zip(&ws)
+                .map(|(n, w)| (n.clone(), sub(*w)))
+                .collect(),
+        };
+        terms.retain(|t| !(t.parts.is_empty() && parts.contains(&t.name)));
+        terms.push(composite);
+        self.edit_terms(
+            ds,
+            &terms,
+            format!("group {} as '{name}'", parts.join(" + ")),
+        );
+    }
+
+    /// Splits composite `name` into plain streams weighing outer × inner (the same fused
+    /// scores), as one step.
+    pub fn ungroup(&mut self, ds: &Dataset, name: &str) {
+        let mut terms = self.terms();
+        let Some(i) = terms
+            .iter()
+            .position(|t| t.name == name && !t.parts.is_empty())
+        else {
+            return;
+        };
+        let t = terms.remove(i);
+        terms.extend(
+            t.parts
+                .iter()
+                .map(|(n, w)| PresetTerm::stream(n.clone(), t.weight * w)),
+        );
+        self.edit_terms(ds, &terms, format!("ungroup '{name}'"));
     }
 
     fn remember(&mut self, ds: &Dataset) {
@@ -454,54 +681,77 @@ impl EnsemblePanel {
                 if undo { "Ctrl+Z" } else { "Ctrl+Shift+Z" }
             );
         };
-        self.weights = if undo {
+        let terms = if undo {
             edit.before.clone()
         } else {
             edit.after.clone()
         };
         let said = format!("{} {}", if undo { "undid" } else { "redid" }, edit.what);
         to.push(edit);
-        self.committed = self.weights.clone();
+        // The history is cleared whenever the available streams change, so its terms are
+        // laid out over the streams there are.
+        self.adopt(&terms);
+        self.committed = self.terms();
         self.remember(ds);
-        self.recompute();
         said
     }
 
-    /// The figures' reference: the compared preset's weights through the same engine call as
-    /// the live figures, or equal weights.
+    /// The engine's figures for `terms`: through the sliders' fusion when the layout and inner
+    /// weights are its own, else through a fusion built for them.
+    fn figures_for(&self, terms: &[PresetTerm]) -> crate::Result<Metrics> {
+        let Some(f) = &self.fusion else {
+            return Err(crate::Error::Invalid("no score streams".into()));
+        };
+        let w: Vec<f32> = terms.iter().map(|t| t.weight).collect();
+        if same_inner(&self.terms(), terms) {
+            return Ok(evaluate(&f.fused(&w)?, f.classes(), f.labels())?);
+        }
+        let other = Fusion::new(
+            self.clips.clone(),
+            self.labels.clone(),
+            self.inputs_for(terms)?,
+        )?;
+        Ok(evaluate(
+            &other.fused(&w)?,
+            other.classes(),
+            other.labels(),
+        )?)
+    }
+
+    /// The figures' reference: the compared preset's terms through the engine, or every
+    /// slider of this layout equal (and the parts of each composite equal).
     fn refresh_baseline(&mut self) {
         self.baseline = None;
-        let Some(f) = &self.fusion else { return };
-        let names = f.stream_names();
-        let weights = match &self.compare {
+        if self.fusion.is_none() {
+            return;
+        }
+        let terms = match &self.compare {
             Some(p) => {
-                let (w, matched) = weights_from_terms(names, &p.terms);
-                if matched == 0 {
+                let a = arrange(&self.available_names(), &p.terms);
+                if a.matched == 0 {
                     return;
                 }
-                w
+                a.terms
             }
-            None => weights_or_equal(names, &[]),
+            None => equal(&self.terms()),
         };
-        if let Ok(m) = f
-            .fused(&weights)
-            .and_then(|p| evaluate(&p, f.classes(), f.labels()))
-        {
-            self.baseline = Some(Baseline {
-                top1: m.top1,
-                mean_class_accuracy: m.mean_class_accuracy,
-            });
+        match self.figures_for(&terms) {
+            Ok(m) => {
+                self.baseline = Some(Baseline {
+                    top1: m.top1,
+                    mean_class_accuracy: m.mean_class_accuracy,
+                })
+            }
+            Err(e) => self.notice = Some(format!("no reference figures: {e}")),
         }
     }
 
-    /// What a preset means for this fusion, in words: streams it names that are gone from the
-    /// dataset or not in this fusion, and streams here that it does not weigh (set to 0).
+    /// What a preset means for these sliders, in words: streams it names that are gone from
+    /// the dataset, terms that cannot be sliders here, and streams it does not weigh (set
+    /// to 0).
     fn preset_notes(&self, p: &LoadedPreset) -> Option<String> {
-        let names = self
-            .fusion
-            .as_ref()
-            .map(|f| f.stream_names())
-            .unwrap_or(&[]);
+        let names = self.available_names();
+        let arranged = arrange(&names, &p.terms);
         let mut notes = Vec::new();
         if !p.missing.is_empty() {
             notes.push(format!(
@@ -509,19 +759,14 @@ impl EnsemblePanel {
                 p.missing.join(", ")
             ));
         }
-        let elsewhere: Vec<&str> = p
-            .terms
-            .iter()
-            .filter(|t| !t.parts.is_empty() || !names.contains(&t.name))
-            .map(|t| t.name.as_str())
-            .collect();
-        if !elsewhere.is_empty() {
-            notes.push(format!("not sliders here: {}", elsewhere.join(", ")));
+        if !arranged.skipped.is_empty() {
+            notes.push(format!("not sliders here: {}", arranged.skipped.join(", ")));
         }
+        let named: HashSet<&str> = p.terms.iter().flat_map(PresetTerm::streams).collect();
         let unweighed: Vec<&str> = names
             .iter()
-            .filter(|n| !p.terms.iter().any(|t| t.parts.is_empty() && &t.name == *n))
             .map(String::as_str)
+            .filter(|n| !named.contains(n))
             .collect();
         if !unweighed.is_empty() {
             notes.push(format!(
@@ -560,25 +805,28 @@ impl EnsemblePanel {
         self.refresh_baseline();
     }
 
-    /// Sets the sliders to a saved preset as one undo step and remembers it as the last loaded.
+    /// Sets the sliders to a saved preset, its composites included, as one undo step and
+    /// remembers it as the last loaded.
     pub fn load_preset(&mut self, ds: &Dataset, name: &str) {
         self.choose_compare(ds, Some(name));
         let Some(p) = &self.compare else { return };
-        let Some(f) = &self.fusion else { return };
-        let (w, matched) = weights_from_terms(f.stream_names(), &p.terms);
-        if matched == 0 {
+        if self.fusion.is_none() {
+            return;
+        }
+        let arranged = arrange(&self.available_names(), &p.terms);
+        if arranged.matched == 0 {
             self.error = Some(format!(
                 "preset '{name}' weighs none of this split's streams; the sliders are unchanged"
             ));
             return;
         }
-        self.edit_weights(ds, w, format!("load preset '{name}'"));
+        self.edit_terms(ds, &arranged.terms, format!("load preset '{name}'"));
         if let Err(e) = ds.set_last_preset(Some(name)) {
             self.error = Some(e.to_string());
         }
     }
 
-    /// Saves the current weights under the typed name; an existing name needs the button that
+    /// Saves the current terms under the typed name; an existing name needs the button that
     /// says "Overwrite".
     fn save_preset(&mut self, ds: &mut Dataset) {
         self.commit(ds, None);
@@ -748,18 +996,23 @@ impl EnsemblePanel {
         }
     }
 
-    /// The current weight of each stream, by name (what the Predictions tab fuses with).
+    /// The weight each stored stream has in the fusion, by name (what the Predictions tab
+    /// fuses with): a composite's part weighs outer × inner.
     pub fn weights_by_stream(&self) -> HashMap<String, f32> {
-        self.fusion
-            .as_ref()
-            .map(|f| {
-                f.stream_names()
-                    .iter()
-                    .cloned()
-                    .zip(self.weights.iter().copied())
-                    .collect()
-            })
-            .unwrap_or_default()
+        let mut out = HashMap::new();
+        for (s, &w) in self.inputs.iter().zip(&self.weights) {
+            match s {
+                Stream::Single(x) => {
+                    out.insert(x.name.clone(), w);
+                }
+                Stream::Composite(c) => {
+                    for (p, inner) in &c.parts {
+                        out.insert(p.name.clone(), w * inner);
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// The fused prediction of every clip of the panel's split under the current weights
@@ -833,39 +1086,111 @@ impl EnsemblePanel {
         if let Some(e) = &self.error {
             ui.colored_label(egui::Color32::from_rgb(230, 110, 90), e);
         }
-        let Some(f) = &self.fusion else {
+        if self.fusion.is_none() {
             ui.weak(format!(
-                "No stored stream with {} classes covers this split. Import score files with \
-                 `mgscope ensemble DATASET --stream NAME=FILE` or `mgscope predict --register`.",
+                "No stored stream with {} classes covers this split. Drop score files (.pkl, \
+                 .csv, .npy) on the window or use \"Import scores…\"; `mgscope ensemble DATASET \
+                 --stream NAME=FILE` and `mgscope predict --register` store them too.",
                 tax.len()
             ));
+            if !self.uncovered.is_empty() {
+                ui.weak(format!(
+                    "Streams without scores for every clip of this split: {}",
+                    self.uncovered.join(", ")
+                ));
+            }
             return None;
-        };
-        let names: Vec<String> = f.stream_names().to_vec();
+        }
         self.presets_ui(ui, ds);
         self.history_ui(ui, ds);
         let mut changed = false;
         let mut held = false;
-        for (i, n) in names.iter().enumerate() {
-            ui.horizontal(|ui| {
-                let r = ui.add(
-                    egui::Slider::new(&mut self.weights[i], 0.0..=1.0)
-                        .text(n)
-                        // A loaded weight outside the rail stays as loaded, not silently clamped.
-                        .clamping(egui::SliderClamping::Edits)
-                        // A typed number is one edit when it is entered, not one per keystroke.
-                        .update_while_editing(false),
-                );
-                changed |= r.changed();
-                // From press to release (on the rail or the number) the drag is one gesture.
-                held |= r.is_pointer_button_down_on() || r.dragged();
-            });
+        let mut inner_moves = Vec::new();
+        let mut ungroup = None;
+        for i in 0..self.inputs.len() {
+            let (name, parts): (String, Vec<(String, f32)>) = match &self.inputs[i] {
+                Stream::Single(s) => (s.name.clone(), Vec::new()),
+                Stream::Composite(c) => (
+                    c.name.clone(),
+                    c.parts.iter().map(|(p, w)| (p.name.clone(), *w)).collect(),
+                ),
+            };
+            let mut rows = |ui: &mut egui::Ui| {
+                ui.horizontal(|ui| {
+                    let r = ui.add(weight_slider(&mut self.weights[i], &name));
+                    changed |= r.changed();
+                    // From press to release (on the rail or the number) the drag is one gesture.
+                    held |= r.is_pointer_button_down_on() || r.dragged();
+                    if !parts.is_empty()
+                        && ui
+                            .small_button("Ungroup")
+                            .on_hover_text(format!(
+                                "make the parts of '{name}' separate sliders (outer × inner each; one undo step)"
+                            ))
+                            .clicked()
+                    {
+                        ungroup = Some(name.clone());
+                    }
+                });
+                for (k, (part, w)) in parts.iter().enumerate() {
+                    let mut v = *w;
+                    ui.horizontal(|ui| {
+                        ui.add_space(INNER_INDENT);
+                        let r = ui
+                            .add(weight_slider(&mut v, part))
+                            .on_hover_text(format!("inner weight of '{part}' in '{name}'"));
+                        if r.changed() && v != *w {
+                            inner_moves.push((i, k, v));
+                        }
+                        held |= r.is_pointer_button_down_on() || r.dragged();
+                    });
+                }
+            };
+            if parts.is_empty() {
+                rows(ui);
+            } else {
+                ui.group(rows);
+            }
+        }
+        for (i, k, w) in inner_moves {
+            match self.set_inner(i, k, w) {
+                Ok(()) => changed = true,
+                Err(e) => self.error = Some(e.to_string()),
+            }
         }
         if changed {
             self.recompute();
         }
         if !held {
             self.commit(ds, None);
+        }
+        if let Some(name) = ungroup {
+            self.ungroup(ds, &name);
+        }
+        for (model, heads) in self.groupable() {
+            ui.horizontal(|ui| {
+                ui.weak(format!(
+                    "{} look like heads of one model",
+                    heads.join(" + ")
+                ));
+                if ui
+                    .small_button(format!("Group as '{model}'"))
+                    .on_hover_text(
+                        "one outer slider and an inner slider per head; the fused scores stay \
+                         as they are (one undo step)",
+                    )
+                    .clicked()
+                {
+                    self.group(ds, &model, &heads);
+                }
+            });
+        }
+        if !self.uncovered.is_empty() {
+            ui.weak(format!(
+                "not sliders: {} (no scores for every {} clip)",
+                self.uncovered.join(", "),
+                self.split.map_or("", Split::as_str)
+            ));
         }
         if let Some(w) = self.search_ui(ui) {
             self.edit_weights(ds, w, "apply the searched weights".into());
@@ -969,29 +1294,221 @@ impl EnsemblePanel {
     }
 }
 
-/// Weights for `names` from preset terms, matched by stream name; a stream the terms do not
-/// weigh gets 0, since it took no part in that ensemble. Also returns how many matched.
-fn weights_from_terms(names: &[String], terms: &[PresetTerm]) -> (Vec<f32>, usize) {
-    let mut matched = 0;
-    let w = names
-        .iter()
-        .map(
-            |n| match terms.iter().find(|t| t.parts.is_empty() && &t.name == n) {
-                Some(t) => {
-                    matched += 1;
-                    t.weight
-                }
-                None => 0.0,
-            },
-        )
-        .collect();
-    (w, matched)
+/// A weight on a 0–1 rail.
+fn weight_slider<'a>(w: &'a mut f32, name: &str) -> egui::Slider<'a> {
+    egui::Slider::new(w, 0.0..=1.0)
+        .text(name)
+        // A loaded weight outside the rail stays as loaded, not silently clamped.
+        .clamping(egui::SliderClamping::Edits)
+        // A typed number is one edit when it is entered, not one per keystroke.
+        .update_while_editing(false)
 }
 
-/// `weights_from_terms`, or equal weights when none of the terms is here.
-fn weights_or_equal(names: &[String], terms: &[PresetTerm]) -> Vec<f32> {
-    match weights_from_terms(names, terms) {
-        (w, m) if m > 0 => w,
-        _ => vec![1.0 / names.len().max(1) as f32; names.len()],
+/// The engine writes a plain stream as the composite `[(name, 1.0)]`; it is the stream.
+fn is_plain(t: &PresetTerm) -> bool {
+    t.parts.is_empty() || matches!(&t.parts[..], [(n, w)] if *n == t.name && *w == 1.0)
+}
+
+/// Terms laid over the available streams.
+#[derive(Debug, PartialEq)]
+struct Arranged {
+    /// One term per slider group, every available stream in exactly one of them, ordered by
+    /// their first stream's place among the available ones.
+    terms: Vec<PresetTerm>,
+    /// How many of the given terms were taken.
+    matched: usize,
+    /// Terms left out: a stream that is not here or already taken, a composite named like a
+    /// stream or another term.
+    skipped: Vec<String>,
+}
+
+/// Lays `terms` over the `available` streams (stored order): each stream takes part once, as a
+/// plain term or as a part of the first composite naming it. A stream no term weighs becomes a
+/// plain term of weight 0, since it took no part in that ensemble. The order follows the
+/// streams, so one layout has one order however its terms were written (the undo history and
+/// the outer weights' order rely on it).
+fn arrange(available: &[String], terms: &[PresetTerm]) -> Arranged {
+    let here: HashSet<&str> = available.iter().map(String::as_str).collect();
+    let mut owner: HashMap<&str, usize> = HashMap::new();
+    let mut kept: Vec<PresetTerm> = Vec::new();
+    let mut skipped = Vec::new();
+    for t in terms {
+        if is_plain(t) {
+            if here.contains(t.name.as_str()) && !owner.contains_key(t.name.as_str()) {
+                owner.insert(&t.name, kept.len());
+                kept.push(PresetTerm::stream(t.name.clone(), t.weight));
+            } else {
+                skipped.push(t.name.clone());
+            }
+            continue;
+        }
+        let mut parts = HashSet::new();
+        let free = t.parts.iter().all(|(n, _)| {
+            here.contains(n.as_str()) && !owner.contains_key(n.as_str()) && parts.insert(n)
+        });
+        let name_free = !here.contains(t.name.as_str()) && !kept.iter().any(|k| k.name == t.name);
+        if free && name_free {
+            for (n, _) in &t.parts {
+                owner.insert(n, kept.len());
+            }
+            kept.push(t.clone());
+        } else {
+            skipped.push(t.name.clone());
+        }
+    }
+    let matched = kept.len();
+    let mut placed = vec![false; kept.len()];
+    let mut out = Vec::with_capacity(available.len());
+    for n in available {
+        match owner.get(n.as_str()) {
+            Some(&k) if !placed[k] => {
+                placed[k] = true;
+                out.push(kept[k].clone());
+            }
+            Some(_) => {}
+            None => out.push(PresetTerm::stream(n.clone(), 0.0)),
+        }
+    }
+    Arranged {
+        terms: out,
+        matched,
+        skipped,
+    }
+}
+
+/// Every term of this layout weighing alike, and the parts of each composite alike (for a
+/// two-head model, MM-Gesture's 0.5 / 0.5).
+fn equal(terms: &[PresetTerm]) -> Vec<PresetTerm> {
+    let w = 1.0 / terms.len().max(1) as f32;
+    terms
+        .iter()
+        .map(|t| PresetTerm {
+            name: t.name.clone(),
+            weight: w,
+            parts: t
+                .parts
+                .iter()
+                .map(|(n, _)| (n.clone(), 1.0 / t.parts.len() as f32))
+                .collect(),
+        })
+        .collect()
+}
+
+/// The same terms made of the same streams, whatever the weights.
+fn same_layout(a: &[PresetTerm], b: &[PresetTerm]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| {
+            x.name == y.name
+                && x.parts.len() == y.parts.len()
+                && x.parts.iter().zip(&y.parts).all(|(p, q)| p.0 == q.0)
+        })
+}
+
+/// The same layout with the same inner weights: only the outer weights may differ.
+fn same_inner(a: &[PresetTerm], b: &[PresetTerm]) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| x.name == y.name && x.parts == y.parts)
+}
+
+/// "weight of 'rgb' 0.50 -> 0.20", "weight of 'm.pose' in 'm' …", or how many moved.
+fn describe_change(before: &[PresetTerm], after: &[PresetTerm]) -> String {
+    if !same_layout(before, after) {
+        return "the grouping of the streams".into();
+    }
+    let mut moved = Vec::new();
+    for (b, a) in before.iter().zip(after) {
+        if b.weight != a.weight {
+            moved.push(format!(
+                "weight of '{}' {:.2} -> {:.2}",
+                a.name, b.weight, a.weight
+            ));
+        }
+        for ((n, bw), (_, aw)) in b.parts.iter().zip(&a.parts) {
+            if bw != aw {
+                moved.push(format!(
+                    "weight of '{n}' in '{}' {bw:.2} -> {aw:.2}",
+                    a.name
+                ));
+            }
+        }
+    }
+    match moved.len() {
+        1 => moved.remove(0),
+        n => format!("weights of {n} streams"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(name: &str, weight: f32, parts: &[(&str, f32)]) -> PresetTerm {
+        PresetTerm {
+            name: name.into(),
+            weight,
+            parts: parts.iter().map(|(n, w)| (n.to_string(), *w)).collect(),
+        }
+    }
+
+    fn names(n: &[&str]) -> Vec<String> {
+        n.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn arrange_takes_each_stream_once_in_stream_order() {
+        let here = names(&["a", "m.pose", "m.rgb", "z"]);
+        let a = arrange(
+            &here,
+            &[
+                t("z", 0.3, &[("z", 1.0)]),
+                t("m", 0.5, &[("m.rgb", 0.6), ("m.pose", 0.4)]),
+                // Already a part of "m": left out, and so is a stream that is not here.
+                t("m.rgb", 0.9, &[]),
+                t("gone", 0.9, &[]),
+            ],
+        );
+        assert_eq!(a.matched, 2);
+        assert_eq!(a.skipped, ["m.rgb", "gone"]);
+        assert_eq!(
+            a.terms,
+            vec![
+                t("a", 0.0, &[]),
+                t("m", 0.5, &[("m.rgb", 0.6), ("m.pose", 0.4)]),
+                t("z", 0.3, &[]),
+            ]
+        );
+        // A composite named like a stream would give the fusion two inputs of one name.
+        let b = arrange(&here, &[t("a", 1.0, &[("m.rgb", 1.0), ("m.pose", 1.0)])]);
+        assert_eq!(b.matched, 0);
+        assert_eq!(b.skipped, ["a"]);
+        assert_eq!(b.terms.len(), 4);
+    }
+
+    #[test]
+    fn equal_weights_split_each_composite_evenly() {
+        let e = equal(&[t("a", 0.9, &[]), t("m", 0.1, &[("x", 0.9), ("y", 0.1)])]);
+        assert_eq!(
+            e,
+            vec![t("a", 0.5, &[]), t("m", 0.5, &[("x", 0.5), ("y", 0.5)])]
+        );
+    }
+
+    #[test]
+    fn a_change_is_described_by_what_moved() {
+        let before = vec![t("a", 0.5, &[]), t("m", 0.5, &[("x", 0.5), ("y", 0.5)])];
+        let mut after = before.clone();
+        after[1].parts[1].1 = 0.25;
+        assert_eq!(
+            describe_change(&before, &after),
+            "weight of 'y' in 'm' 0.50 -> 0.25"
+        );
+        after[0].weight = 0.1;
+        assert_eq!(describe_change(&before, &after), "weights of 2 streams");
+        assert_eq!(
+            describe_change(&before, &[t("a", 1.0, &[])]),
+            "the grouping of the streams"
+        );
     }
 }

@@ -68,6 +68,15 @@ pub fn run(dataset: Option<PathBuf>, checkpoint: Option<(String, PathBuf)>) -> R
     .map_err(|e| anyhow::anyhow!("could not open the window: {e}"))
 }
 
+/// A score file being read and stored on a worker thread (its own connection to the dataset).
+struct ScoreJob {
+    file: PathBuf,
+    rx: mpsc::Receiver<Result<crate::ensemble::import::Imported, String>>,
+}
+
+/// What the import dialog and the drop target take as score files.
+const SCORE_EXTENSIONS: [&str; 4] = ["pkl", "pickle", "csv", "npy"];
+
 enum DemoMsg {
     Progress(usize, usize),
     Done(Result<PathBuf, String>),
@@ -86,6 +95,7 @@ pub struct MgApp {
     status: String,
     error: Option<String>,
     demo_job: Option<(mpsc::Receiver<DemoMsg>, (usize, usize))>,
+    score_jobs: Vec<ScoreJob>,
     /// `MGSCOPE_FRAME_STATS`: the window measures its own frame times (benches/ui.rs).
     frame_stats: Option<frame_stats::FrameStats>,
     /// Digits typed so far for a keyboard relabel (applied with Enter).
@@ -111,6 +121,7 @@ pub struct MgApp {
     focus_filter: bool,
     /// Commands that open a dialog or start a job run from `ui`, not from the key handler.
     open_dialog: bool,
+    scores_dialog: bool,
     demo_requested: bool,
     /// Scroll the sample list to the selection (moved by a key, maybe off screen).
     reveal_selected: bool,
@@ -272,6 +283,16 @@ impl MgApp {
     /// The ensemble tab's weights, in stream order.
     pub fn ensemble_weights(&self) -> &[f32] {
         self.ensemble.weights()
+    }
+
+    /// The inner weights of the Ensemble tab's composite `name`, by part.
+    pub fn ensemble_inner_weights(&self, name: &str) -> Option<Vec<(String, f32)>> {
+        self.ensemble.inner_weights(name)
+    }
+
+    /// The Ensemble tab's sliders as preset terms (composites with their parts).
+    pub fn ensemble_terms(&self) -> Vec<crate::store::PresetTerm> {
+        self.ensemble.terms()
     }
 
     /// How many weight changes Ctrl+Z can take back in the Ensemble tab.
@@ -531,7 +552,88 @@ impl MgApp {
         self.demo_job = Some((rx, (0, 0)));
     }
 
+    /// Reads and stores a score file in the background; the Ensemble tab shows its streams
+    /// when it is done.
+    fn import_scores(&mut self, file: &Path, ctx: &egui::Context) {
+        let Some(root) = self.dataset.as_ref().map(|d| d.root().to_path_buf()) else {
+            self.error = Some(format!(
+                "{}: open a dataset first to import scores into it",
+                file.display()
+            ));
+            return;
+        };
+        let (tx, rx) = mpsc::channel();
+        let (f, cx) = (file.to_path_buf(), ctx.clone());
+        let spawned = std::thread::Builder::new()
+            .name("mgscope-scores".into())
+            .spawn(move || {
+                let r = Dataset::open(&root)
+                    .map_err(|e| e.to_string())
+                    .and_then(|mut ds| {
+                        crate::ensemble::import::import_score_file(&mut ds, &f)
+                            .map_err(|e| e.to_string())
+                    });
+                let _ = tx.send(r);
+                cx.request_repaint();
+            });
+        match spawned {
+            Ok(_) => {
+                self.status = format!("importing scores from {}…", file.display());
+                self.score_jobs.push(ScoreJob {
+                    file: file.to_path_buf(),
+                    rx,
+                });
+            }
+            Err(e) => self.error = Some(format!("no worker thread for the import: {e}")),
+        }
+    }
+
+    /// Takes finished score imports: new streams reach the Predictions and Ensemble tabs.
+    fn poll_score_jobs(&mut self) {
+        let mut done = Vec::new();
+        self.score_jobs.retain(|j| match j.rx.try_recv() {
+            Ok(r) => {
+                done.push((j.file.clone(), r));
+                false
+            }
+            Err(mpsc::TryRecvError::Empty) => true,
+            Err(mpsc::TryRecvError::Disconnected) => {
+                done.push((
+                    j.file.clone(),
+                    Err("the import stopped without a result".into()),
+                ));
+                false
+            }
+        });
+        for (file, r) in done {
+            match r {
+                Ok(imp) => {
+                    if let Some(ds) = &self.dataset {
+                        self.predictions.load_streams(ds);
+                        self.ensemble
+                            .load(ds, self.ensemble.split().unwrap_or(Split::Val));
+                    }
+                    let mut said = format!(
+                        "imported {} as stream {} (rows in {})",
+                        file.display(),
+                        imp.streams.join(", "),
+                        imp.order
+                    );
+                    for n in &imp.notes {
+                        said.push_str("; ");
+                        said.push_str(n);
+                    }
+                    self.status = said;
+                    self.error = None;
+                    self.tab = Tab::Ensemble;
+                }
+                Err(e) => self.error = Some(format!("cannot import scores: {e}")),
+            }
+        }
+    }
+
     fn poll_jobs(&mut self) {
+        self.poll_score_jobs();
         let mut finished = None;
         if let Some((rx, progress)) = &mut self.demo_job {
             while let Ok(msg) = rx.try_recv() {
@@ -612,7 +714,8 @@ impl eframe::App for MgApp {
 
 impl MgApp {
     /// A file or folder dropped on the window: a folder opens as a dataset, a checkpoint loads
-    /// for live predictions (as the Predictions tab's architecture); anything else is named.
+    /// for live predictions (as the Predictions tab's architecture), a score file becomes
+    /// streams of the open dataset; anything else is named.
     fn dropped(&mut self, p: &Path, ctx: &egui::Context) {
         let ext = p
             .extension()
@@ -624,11 +727,27 @@ impl MgApp {
             self.predictions.load_dropped(p.to_path_buf(), ctx);
             self.tab = Tab::Predictions;
             self.status = format!("loading {}", p.display());
+        } else if SCORE_EXTENSIONS.contains(&ext.as_str()) {
+            self.import_scores(p, ctx);
         } else {
             self.error = Some(format!(
-                "{}: drop a dataset folder or a checkpoint (.pth, .pt, .safetensors, .npz); score files are imported with `mgscope ensemble` or `mgscope predict --register`",
+                "{}: drop a dataset folder, a checkpoint (.pth, .pt, .safetensors, .npz) or a score file (.pkl, .csv, .npy)",
                 p.display()
             ));
+        }
+    }
+
+    fn pick_score_files(&mut self, ctx: &egui::Context) {
+        if self.dataset.is_none() {
+            self.error = Some("open a dataset first to import scores into it".into());
+            return;
+        }
+        let files = rfd::FileDialog::new()
+            .add_filter("score file", &SCORE_EXTENSIONS)
+            .pick_files()
+            .unwrap_or_default();
+        for f in files {
+            self.import_scores(&f, ctx);
         }
     }
 
@@ -651,6 +770,9 @@ impl MgApp {
             if let Some(dir) = rfd::FileDialog::new().pick_folder() {
                 self.open(&dir);
             }
+        }
+        if std::mem::take(&mut self.scores_dialog) {
+            self.pick_score_files(&ctx);
         }
         let dropped: Vec<PathBuf> = ctx.input(|i| {
             i.raw
@@ -696,6 +818,26 @@ impl MgApp {
                 });
                 if let Some(p) = reopen {
                     self.open(&p);
+                }
+                if ui
+                    .add_enabled(self.dataset.is_some(), egui::Button::new("Import scores…"))
+                    .on_hover_text(
+                        "score files (.pkl result dumps, .csv, .npy) become score streams of this \
+                         dataset; dropping them on the window does the same",
+                    )
+                    .clicked()
+                {
+                    self.pick_score_files(&ctx);
+                }
+                for j in &self.score_jobs {
+                    ui.spinner();
+                    ui.weak(format!(
+                        "importing {}",
+                        j.file.file_name().map_or_else(
+                            || j.file.display().to_string(),
+                            |n| n.to_string_lossy().into_owned()
+                        )
+                    ));
                 }
                 let busy = self.demo_job.is_some();
                 if ui
@@ -805,6 +947,7 @@ impl MgApp {
                     frame: c.shown_frame(),
                     keypoints: c.keypoints(),
                     skeleton: c.skeleton(),
+                    phase: c.phase(),
                 };
                 self.panes.ui(ui, &input);
             }

@@ -2,8 +2,8 @@
 //! clip, all at the frame the RGB pane shows, with one zoom/pan for all. Each pane is a wgpu
 //! draw (`render::PaneRenderer`, shaders in `shaders/`) composited through an egui paint
 //! callback. The derived modalities come from the extraction cache when it has the clip, and
-//! otherwise from a background job per clip; a pane shows "computing… n%" meanwhile and the
-//! window never waits.
+//! otherwise from a background job per clip; a pane says which phase that job is in meanwhile
+//! ("decoding… 12/48 frames", "computing Taylor… 40%") and the window never waits.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -45,10 +45,47 @@ fn stamped(image: PaneImage) -> Option<Arc<Stamped>> {
 
 #[derive(Clone, Debug, PartialEq)]
 enum TrackState {
+    /// The job has not reached this modality's first step yet.
     Waiting,
-    Running { done: usize, total: usize },
+    /// A step before the frames: reading the extraction cache, loading a model.
+    Preparing(&'static str),
+    /// The sample's frames are being decoded for the modalities the cache lacks.
+    Decoding {
+        done: usize,
+        total: usize,
+    },
+    /// Frames decoded; another modality is being computed first.
+    Queued,
+    Running {
+        done: usize,
+        total: usize,
+    },
     Done,
     Unavailable(String),
+}
+
+impl TrackState {
+    /// The pane's line while `what` (the pane's name) has no frame to show; `None` once done.
+    fn describe(&self, what: &str) -> Option<String> {
+        match self {
+            TrackState::Waiting => Some("starting…".into()),
+            TrackState::Preparing(step) => Some(format!("{step}…")),
+            TrackState::Decoding { done, total } => {
+                Some(format!("decoding… {done}/{total} frames"))
+            }
+            TrackState::Queued => Some(format!("frames decoded; {what} is next…")),
+            TrackState::Running { done, total } => Some(format!(
+                "computing {what}… {}%",
+                done * 100 / (*total).max(1)
+            )),
+            TrackState::Done => None,
+            TrackState::Unavailable(why) => Some(why.clone()),
+        }
+    }
+
+    fn busy(&self) -> bool {
+        !matches!(self, TrackState::Done | TrackState::Unavailable(_))
+    }
 }
 
 /// One derived modality of the open clip: a frame per sample frame (Taylor and flow have fewer:
@@ -157,12 +194,26 @@ fn compute(job: Job, shared: Arc<Mutex<Shared>>, cancel: Arc<AtomicBool>, repain
     // The extraction cache first: exact values written by `mgscope extract --format npy`.
     let mut needed = Vec::new();
     for m in [Modality::Taylor, Modality::Flow, Modality::Depth] {
+        set_state(
+            &shared,
+            m,
+            TrackState::Preparing("reading the extraction cache"),
+        );
+    }
+    repaint();
+    for m in [Modality::Taylor, Modality::Flow, Modality::Depth] {
         if !from_cache(&job, m, &shared) {
             needed.push(m);
         }
     }
     repaint();
     let depth_model = if needed.contains(&Modality::Depth) {
+        set_state(
+            &shared,
+            Modality::Depth,
+            TrackState::Preparing("loading the depth model"),
+        );
+        repaint();
         match load_depth(job.depth_weights.as_deref()) {
             Ok(model) => Some(model),
             Err(e) => {
@@ -178,6 +229,14 @@ fn compute(job: Job, shared: Arc<Mutex<Shared>>, cancel: Arc<AtomicBool>, repain
         return;
     }
     // Decode the sample's frames once for every modality still needed.
+    let decoding = |done: usize, total: usize| {
+        let mut g = lock(&shared);
+        for m in &needed {
+            g.track_mut(*m).state = TrackState::Decoding { done, total };
+        }
+    };
+    decoding(0, n.min(MAX_FRAMES));
+    repaint();
     let mut reader = match VideoReader::open(&media) {
         Ok(r) => r,
         Err(e) => {
@@ -225,23 +284,21 @@ fn compute(job: Job, shared: Arc<Mutex<Shared>>, cancel: Arc<AtomicBool>, repain
         if frames.len() >= limit {
             break;
         }
-        if i % 8 == 0 {
-            for m in &needed {
-                set_state(
-                    &shared,
-                    *m,
-                    TrackState::Running {
-                        done: 0,
-                        total: frames.len().max(1),
-                    },
-                );
-            }
+        decoding(frames.len(), limit);
+        if i % 4 == 0 {
             repaint();
         }
     }
     if frames.len() < n {
         lock(&shared).limit = Some(frames.len());
     }
+    {
+        let mut g = lock(&shared);
+        for m in &needed {
+            g.track_mut(*m).state = TrackState::Queued;
+        }
+    }
+    repaint();
     for m in needed {
         if cancel.load(Ordering::Relaxed) {
             return;
@@ -397,6 +454,7 @@ fn heatmaps(job: &Job, shared: &Mutex<Shared>) {
     let sigma = 0.6 * (w.max(h) * scaling) / 64.0;
     let (xy, sc) = k.to_pyskl();
     for (m, limb) in [(Modality::Joint, false), (Modality::Limb, true)] {
+        set_state(shared, m, TrackState::Running { done: 0, total: 1 });
         let mut params = if limb {
             HeatmapParams::limb(sigma)
         } else {
@@ -493,6 +551,12 @@ fn flow_track(
     let (w, h) = (frames[0].width as usize, frames[0].height as usize);
     let mut dis = flow::DisFlow::new(flow::DisParams::medium()).map_err(|e| e.to_string())?;
     let total = frames.len() - 1;
+    set_state(
+        shared,
+        Modality::Flow,
+        TrackState::Running { done: 0, total },
+    );
+    repaint();
     let mut prev = flow::rgb_to_gray(&frames[0].data, w, h).map_err(|e| e.to_string())?;
     for (i, f) in frames[1..].iter().enumerate() {
         if cancel.load(Ordering::Relaxed) {
@@ -530,6 +594,15 @@ fn depth_track(
     repaint: &impl Fn(),
 ) -> Result<(), String> {
     let (w, h) = (frames[0].width as usize, frames[0].height as usize);
+    set_state(
+        shared,
+        Modality::Depth,
+        TrackState::Running {
+            done: 0,
+            total: frames.len(),
+        },
+    );
+    repaint();
     let mut out = Vec::with_capacity(frames.len());
     for (i, f) in frames.iter().enumerate() {
         if cancel.load(Ordering::Relaxed) {
@@ -740,6 +813,8 @@ pub struct FrameInput<'a> {
     /// The whole video's keypoints, indexed by video frame.
     pub keypoints: Option<&'a Keypoints>,
     pub skeleton: &'a Skeleton,
+    /// What the clip view is doing while the cursor's frame is not decoded yet.
+    pub phase: Option<String>,
 }
 
 #[derive(Default)]
@@ -806,7 +881,7 @@ impl Panes {
             let g = lock(&j.shared);
             [&g.taylor, &g.flow, &g.depth, &g.joint, &g.limb]
                 .iter()
-                .any(|t| matches!(t.state, TrackState::Waiting | TrackState::Running { .. }))
+                .any(|t| t.state.busy())
         })
     }
 
@@ -979,7 +1054,9 @@ impl Panes {
             }
             None => {
                 painter.rect_filled(rect, 2.0, egui::Color32::from_gray(22));
-                let text = status.unwrap_or_else(|| "waiting for the frame…".into());
+                let text = status
+                    .or_else(|| input.phase.clone())
+                    .unwrap_or_else(|| "waiting for the frame…".into());
                 let galley = painter.layout(
                     text,
                     egui::FontId::proportional(12.0),
@@ -1016,8 +1093,14 @@ impl Panes {
             return (None, None, String::new());
         };
         let (_, start, end) = job.key;
+        let what = kind.name();
         let Some(f) = f else {
-            return (None, None, String::new());
+            // No RGB frame yet: the job's own phase still says how far this pane is.
+            let phase = track
+                .state
+                .describe(what)
+                .unwrap_or_else(|| "ready; waiting for the first frame…".into());
+            return (None, Some(phase), String::new());
         };
         if f < start || f > end {
             return (
@@ -1033,10 +1116,6 @@ impl Panes {
         let status = match (&track.state, &img) {
             (TrackState::Unavailable(why), _) => Some(why.clone()),
             (_, Some(_)) => None,
-            (TrackState::Waiting, None) => Some("computing…".into()),
-            (TrackState::Running { done, total }, None) => {
-                Some(format!("computing… {}%", done * 100 / (*total).max(1)))
-            }
             (TrackState::Done, None) => Some(match (kind, g.limit) {
                 (_, Some(l)) if k >= l => format!("beyond the first {l} frames computed"),
                 (PaneKind::Taylor, _) => {
@@ -1045,6 +1124,7 @@ impl Panes {
                 (PaneKind::Flow, _) => "no flow after the sample's last frame".into(),
                 _ => "no frame here".into(),
             }),
+            (state, None) => state.describe(what),
         };
         (img, status, track.source.to_string())
     }
@@ -1247,6 +1327,56 @@ impl Panes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pane_without_its_frame_says_the_jobs_phase() {
+        let say = |st: TrackState| st.describe("Taylor");
+        assert_eq!(
+            say(TrackState::Decoding {
+                done: 12,
+                total: 48
+            })
+            .as_deref(),
+            Some("decoding… 12/48 frames")
+        );
+        assert_eq!(
+            say(TrackState::Running { done: 2, total: 5 }).as_deref(),
+            Some("computing Taylor… 40%")
+        );
+        assert_eq!(
+            say(TrackState::Preparing("loading the depth model")).as_deref(),
+            Some("loading the depth model…")
+        );
+        assert_eq!(
+            say(TrackState::Queued).as_deref(),
+            Some("frames decoded; Taylor is next…")
+        );
+        assert_eq!(say(TrackState::Done), None);
+        assert!(TrackState::Decoding { done: 0, total: 1 }.busy());
+        assert!(!TrackState::Unavailable("x".into()).busy());
+    }
+
+    /// Until the RGB frame is there, a derived pane reports its job's phase rather than a
+    /// bare "waiting".
+    #[test]
+    fn the_phase_shows_before_the_first_rgb_frame() {
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        lock(&shared).flow.state = TrackState::Decoding { done: 3, total: 30 };
+        let panes = Panes {
+            job: Some(ClipJob {
+                key: ("c".into(), 10, 39),
+                shared: shared.clone(),
+                cancel: Arc::new(AtomicBool::new(false)),
+            }),
+            ..Default::default()
+        };
+        let (img, status, _) = panes.image_for(PaneKind::Flow, None);
+        assert!(img.is_none());
+        assert_eq!(status.as_deref(), Some("decoding… 3/30 frames"));
+        lock(&shared).flow.state = TrackState::Running { done: 1, total: 4 };
+        let (_, status, _) = panes.image_for(PaneKind::Flow, Some(12));
+        assert_eq!(status.as_deref(), Some("computing optical flow… 25%"));
+    }
 
     #[test]
     fn zoom_keeps_the_point_under_the_pointer() {

@@ -110,6 +110,7 @@ struct Observed {
     palette: bool,
     focus_filter: bool,
     open_dialog: bool,
+    scores_dialog: bool,
     demo: bool,
     samples: Vec<(Option<u32>, bool, u32, u32)>,
     error: Option<String>,
@@ -129,6 +130,7 @@ fn observe(app: &MgApp) -> Observed {
         palette: app.palette.open,
         focus_filter: app.focus_filter,
         open_dialog: app.open_dialog,
+        scores_dialog: app.scores_dialog,
         demo: app.demo_requested,
         samples: app
             .samples
@@ -175,6 +177,7 @@ fn every_command_dispatches_to_a_visible_change() {
             | C::ClassDigit
             | C::ToggleReviewed
             | C::OpenDataset
+            | C::ImportScores
             | C::GenerateDemo
             | C::FocusFilter
             | C::CommandPalette
@@ -765,4 +768,294 @@ fn dropping_a_folder_opens_it_and_other_files_are_named() {
     app.dropped(&ckpt, &ctx);
     assert_eq!(app.tab, Tab::Predictions);
     assert!(app.status.contains("best.safetensors"), "{}", app.status);
+}
+
+/// 32-class scores over the one val clip (0001_1, labelled 1) favouring `favoured`.
+fn one_clip_stream(name: &str, favoured: usize) -> crate::store::StoredStream {
+    let mut probs = vec![0.01f32; 32];
+    probs[favoured] = 0.69;
+    crate::store::StoredStream {
+        name: name.into(),
+        classes: 32,
+        clip_ids: vec!["0001_1".into()],
+        probs,
+        source: "test".into(),
+        report: "{}".into(),
+    }
+}
+
+fn with_streams(app: &mut MgApp, streams: &[(&str, usize)]) {
+    let ds = app.dataset.as_mut().expect("dataset");
+    for (n, c) in streams {
+        ds.put_stream(&one_clip_stream(n, *c)).expect("stream");
+    }
+    app.ensemble.load(ds, Split::Val);
+}
+
+fn term(name: &str, weight: f32, parts: &[(&str, f32)]) -> crate::store::PresetTerm {
+    crate::store::PresetTerm {
+        name: name.into(),
+        weight,
+        parts: parts.iter().map(|(n, w)| (n.to_string(), *w)).collect(),
+    }
+}
+
+#[test]
+fn grouping_heads_keeps_their_weights_and_is_one_undo_step() {
+    let (_dir, mut app) = app();
+    // What `mgscope predict --register m` stores for an RGBPose checkpoint.
+    with_streams(&mut app, &[("m.pose", 5), ("m.rgb", 1), ("right", 1)]);
+    let third = 1.0 / 3.0;
+    assert_eq!(app.ensemble_weights(), &[third; 3]);
+    edit(&mut app, &[0.1, 0.3, 0.6], "tuned");
+    let ds = app.dataset.as_ref().expect("dataset");
+    app.ensemble
+        .group(ds, "m", &["m.pose".to_string(), "m.rgb".to_string()]);
+    // Outer = the heads' sum, inner = their shares: the same fused scores.
+    let terms = app.ensemble_terms();
+    assert_eq!(terms.len(), 2, "{terms:?}");
+    assert_eq!(terms[0].name, "m");
+    assert!((terms[0].weight - 0.4).abs() < 1e-6, "{terms:?}");
+    let inner = app.ensemble_inner_weights("m").expect("composite");
+    assert_eq!(inner[0].0, "m.pose");
+    assert!((inner[0].1 - 0.25).abs() < 1e-6 && (inner[1].1 - 0.75).abs() < 1e-6);
+    assert_eq!(terms[1], term("right", 0.6, &[]));
+    assert_eq!(app.ensemble_undo_depth(), 2);
+    // The dataset remembers the composite with its parts.
+    let ds = app.dataset.as_ref().expect("dataset");
+    assert_eq!(ds.working_weights().expect("read"), Some(terms.clone()));
+
+    let ctx = egui::Context::default();
+    app.tab = Tab::Ensemble;
+    app.run_command(C::Undo, None, &ctx);
+    assert!(
+        app.status.starts_with("undid group m.pose + m.rgb"),
+        "{}",
+        app.status
+    );
+    assert_eq!(app.ensemble_weights(), &[0.1, 0.3, 0.6]);
+    assert!(app.ensemble_inner_weights("m").is_none());
+    app.run_command(C::Redo, None, &ctx);
+    assert_eq!(app.ensemble_terms(), terms);
+
+    // Ungrouping gives each head outer × inner.
+    let ds = app.dataset.as_ref().expect("dataset");
+    app.ensemble.ungroup(ds, "m");
+    let w = app.ensemble_weights().to_vec();
+    assert_eq!(w.len(), 3);
+    assert!(
+        (w[0] - 0.1).abs() < 1e-6 && (w[1] - 0.3).abs() < 1e-6,
+        "{w:?}"
+    );
+}
+
+#[test]
+fn the_mm_gesture_layout_loads_from_a_preset_and_round_trips() {
+    use crate::ensemble::fusion::{mm_gesture, names};
+    let (dir, mut app) = app();
+    let streams = [
+        (names::SWIN_B_RGB, 1),
+        (names::SWIN_S_RGB_MA52, 1),
+        (names::SWIN_B_TAYLOR, 2),
+        (names::SWIN_B_FLOW, 3),
+        (names::SWIN_B_DEPTH, 1),
+        (names::RGB_J_RGB, 4),
+        (names::RGB_J_POSE, 1),
+        (names::RGB_L_RGB, 1),
+        (names::RGB_L_POSE, 6),
+    ];
+    with_streams(&mut app, &streams);
+    assert_eq!(
+        app.ensemble_weights().len(),
+        9,
+        "flat until a preset says otherwise"
+    );
+    // The engine's preset as the store keeps it (plain streams written as [(name, 1.0)]).
+    let mm: Vec<crate::store::PresetTerm> = mm_gesture()
+        .terms
+        .iter()
+        .map(|t| crate::store::PresetTerm {
+            name: t.name.clone(),
+            weight: t.weight,
+            parts: t.parts.clone(),
+        })
+        .collect();
+    let ds = app.dataset.as_mut().expect("dataset");
+    ds.save_preset("mm", &mm, crate::store::SaveMode::CreateOnly)
+        .expect("save");
+    let ds = app.dataset.as_ref().expect("dataset");
+    app.ensemble.load_preset(ds, "mm");
+    assert!(app.error.is_none(), "{:?}", app.error);
+    assert_eq!(app.ensemble_undo_depth(), 1, "a load is one step");
+    let terms = app.ensemble_terms();
+    assert_eq!(terms.len(), 7, "{terms:?}");
+    for (name, rgb, pose) in [
+        (names::RGB_J, names::RGB_J_RGB, names::RGB_J_POSE),
+        (names::RGB_L, names::RGB_L_RGB, names::RGB_L_POSE),
+    ] {
+        let t = terms.iter().find(|t| t.name == name).expect("composite");
+        assert_eq!(t, &term(name, 0.5, &[(rgb, 0.5), (pose, 0.5)]));
+    }
+    for n in [
+        names::SWIN_B_RGB,
+        names::SWIN_B_FLOW,
+        names::SWIN_S_RGB_MA52,
+    ] {
+        assert!(terms.contains(&term(n, 0.2, &[])), "{n}: {terms:?}");
+    }
+    // The figures are the engine's for MM-Gesture's rule.
+    let ds = app.dataset.as_ref().expect("dataset");
+    let available: Vec<_> = streams
+        .iter()
+        .map(|(n, _)| {
+            ds.load_stream(n)
+                .expect("load")
+                .to_stream()
+                .expect("stream")
+        })
+        .collect();
+    let (f, w) = mm_gesture()
+        .fusion(&available, vec!["0001_1".into()], vec![Some(1)])
+        .expect("engine");
+    let m = crate::ensemble::metrics::evaluate(&f.fused(&w).expect("fused"), 32, f.labels())
+        .expect("metrics");
+    assert_eq!(app.ensemble.top1(), Some(m.top1));
+
+    // Saved from the sliders and read back: the same composites and sub-weights.
+    let ds = app.dataset.as_mut().expect("dataset");
+    ds.save_preset("again", &terms, crate::store::SaveMode::CreateOnly)
+        .expect("save");
+    assert_eq!(ds.load_preset("again").expect("load").terms, terms);
+    // A new window on the dataset has the composites where they were left.
+    let mut again = MgApp::default();
+    again.open(dir.path());
+    assert_eq!(again.ensemble_terms(), terms);
+}
+
+/// Steps the app's jobs until no score import is running.
+fn finish_imports(app: &mut MgApp) {
+    let t = std::time::Instant::now();
+    while !app.score_jobs.is_empty() {
+        assert!(t.elapsed().as_secs() < 30, "the import did not finish");
+        app.poll_jobs();
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+fn csv_row(clip: &str, favoured: usize, classes: usize) -> String {
+    let row: Vec<String> = (0..classes)
+        .map(|c| if c == favoured { "0.69" } else { "0.01" }.to_string())
+        .collect();
+    format!("{clip},{}\n", row.join(","))
+}
+
+#[test]
+fn dropping_score_files_adds_streams_and_bad_ones_are_named() {
+    let (_dir, mut app) = app();
+    let ctx = egui::Context::default();
+    let labels_before: Vec<_> = app.samples.iter().map(|s| s.label).collect();
+    let files = tempfile::tempdir().expect("tmp");
+
+    // A csv carries its clip ids; the stream is named after the file.
+    let csv = files.path().join("swin_rgb.csv");
+    std::fs::write(&csv, csv_row("0001_1", 1, 32)).expect("write");
+    app.dropped(&csv, &ctx);
+    finish_imports(&mut app);
+    assert!(app.error.is_none(), "{:?}", app.error);
+    assert!(app.status.contains("as stream swin_rgb"), "{}", app.status);
+    assert_eq!(app.tab, Tab::Ensemble);
+    assert_eq!(app.ensemble_terms(), vec![term("swin_rgb", 1.0, &[])]);
+    // The same file again does not replace it.
+    app.dropped(&csv, &ctx);
+    finish_imports(&mut app);
+    let names: Vec<String> = app.ensemble_terms().into_iter().map(|t| t.name).collect();
+    assert_eq!(names, ["swin_rgb", "swin_rgb-2"]);
+
+    // An RGBPose dump: rows in the order of the id list beside it, one stream per head.
+    use crate::pickle::{write_pickle, NdArray, Value};
+    let head = |c: usize| {
+        let mut p = vec![0.01f32; 32];
+        p[c] = 0.69;
+        Value::Array(NdArray::from_f32(vec![32], p).expect("array"))
+    };
+    let dump = Value::List(vec![Value::Dict(vec![
+        (Value::Str("rgb".into()), head(1)),
+        (Value::Str("pose".into()), head(5)),
+    ])]);
+    let pkl = files.path().join("p3d.pkl");
+    std::fs::write(&pkl, write_pickle(&dump)).expect("write");
+    std::fs::write(files.path().join("p3d.ids.txt"), "0001_1\n").expect("write");
+    app.dropped(&pkl, &ctx);
+    finish_imports(&mut app);
+    assert!(app.error.is_none(), "{:?}", app.error);
+    let names: Vec<String> = app.ensemble_terms().into_iter().map(|t| t.name).collect();
+    assert!(
+        names.contains(&"p3d.rgb".to_string()) && names.contains(&"p3d.pose".to_string()),
+        "{names:?}"
+    );
+    assert!(app.status.contains("p3d.ids.txt"), "{}", app.status);
+
+    // Bad files: each error names the file and what is wrong; nothing else changes.
+    let junk = files.path().join("broken.pkl");
+    std::fs::write(&junk, b"this is not a pickle").expect("write");
+    app.dropped(&junk, &ctx);
+    finish_imports(&mut app);
+    let e = app.error.take().expect("an error for a broken pickle");
+    assert!(
+        e.contains("broken.pkl") && e.contains("not a score file"),
+        "{e}"
+    );
+    let narrow = files.path().join("ten.csv");
+    std::fs::write(&narrow, csv_row("0001_1", 1, 10)).expect("write");
+    app.dropped(&narrow, &ctx);
+    finish_imports(&mut app);
+    let e = app.error.take().expect("an error for 10 classes");
+    assert!(
+        e.contains("ten.csv") && e.contains("10 classes per row") && e.contains("32"),
+        "{e}"
+    );
+    let stranger = files.path().join("stranger.csv");
+    std::fs::write(&stranger, csv_row("9999_0", 1, 32)).expect("write");
+    app.dropped(&stranger, &ctx);
+    finish_imports(&mut app);
+    let e = app.error.take().expect("an error for unknown clips");
+    assert!(
+        e.contains("stranger.csv") && e.contains("none of its 1 clip ids"),
+        "{e}"
+    );
+    let ds = app.dataset.as_ref().expect("dataset");
+    let stored = ds.stream_names().expect("names");
+    assert_eq!(stored, ["p3d.pose", "p3d.rgb", "swin_rgb", "swin_rgb-2"]);
+    let labels_after: Vec<_> = app.samples.iter().map(|s| s.label).collect();
+    assert_eq!(labels_before, labels_after);
+}
+
+#[test]
+fn a_dump_without_an_id_list_takes_the_order_of_the_split_it_fits() {
+    use crate::pickle::{write_pickle, NdArray, Value};
+    let (_dir, mut app) = app();
+    let ctx = egui::Context::default();
+    let files = tempfile::tempdir().expect("tmp");
+    let row = |c: usize| {
+        let mut p = vec![0.01f32; 32];
+        p[c] = 0.69;
+        Value::Array(NdArray::from_f32(vec![32], p).expect("array"))
+    };
+    // One row: the val split (0001_1) fits; two rows: none of the one-clip splits does.
+    let one = files.path().join("one.pkl");
+    std::fs::write(&one, write_pickle(&Value::List(vec![row(1)]))).expect("write");
+    app.dropped(&one, &ctx);
+    finish_imports(&mut app);
+    assert!(app.error.is_none(), "{:?}", app.error);
+    assert!(
+        app.status.contains("the val split's clip order"),
+        "{}",
+        app.status
+    );
+    let two = files.path().join("two.pkl");
+    std::fs::write(&two, write_pickle(&Value::List(vec![row(1), row(2)]))).expect("write");
+    app.dropped(&two, &ctx);
+    finish_imports(&mut app);
+    let e = app.error.take().expect("no order fits");
+    assert!(e.contains("two.pkl") && e.contains("two.ids.txt"), "{e}");
 }

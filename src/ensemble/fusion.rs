@@ -129,6 +129,33 @@ impl Fusion {
         Ok(())
     }
 
+    /// Replaces stream `s` by `stream`, re-aligning only that one: what an inner weight of a
+    /// composite moving costs, instead of rebuilding every stream's matrix. The name and class
+    /// count must stay, so weights and results keep meaning the same term.
+    pub fn set_stream(&mut self, s: usize, stream: &Stream) -> Result<()> {
+        let Some(name) = self.names.get(s) else {
+            return Err(EnsembleError::InvalidArgument(format!(
+                "stream index {s} out of range ({} streams)",
+                self.names.len()
+            )));
+        };
+        if stream.name() != name {
+            return Err(EnsembleError::InvalidArgument(format!(
+                "stream {s} is `{name}`, not `{}`",
+                stream.name()
+            )));
+        }
+        if stream.classes() != self.classes {
+            return Err(EnsembleError::ClassCount {
+                stream: name.clone(),
+                got: stream.classes(),
+                expected: self.classes,
+            });
+        }
+        self.mats[s] = stream.aligned(&self.clip_ids)?;
+        Ok(())
+    }
+
     /// Σ_s weights[s] · P_s, accumulated in stream order in f32. Every other path (incremental
     /// resync, the grid search) reproduces this exact operation order so that results agree bitwise.
     pub fn fused(&self, weights: &[f32]) -> Result<Vec<f32>> {
@@ -715,6 +742,34 @@ mod tests {
             e.to_string(),
             "preset `mm-gesture` needs stream `p3d_rgb+l_12.pose`, which is not loaded"
         );
+    }
+
+    #[test]
+    fn a_moved_inner_weight_fuses_as_a_fresh_build() {
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let clip_ids = ids(40);
+        let a = random_stream(&mut rng, "a", &clip_ids, 5);
+        let rgb = random_stream(&mut rng, "m.rgb", &clip_ids, 5);
+        let pose = random_stream(&mut rng, "m.pose", &clip_ids, 5);
+        let mut c = CompositeStream::new("m", vec![(rgb, 0.5), (pose, 0.5)]).unwrap();
+        let labels: Vec<Option<u32>> = (0..40).map(|i| Some(i % 5)).collect();
+        let mut f = Fusion::new(
+            clip_ids.clone(),
+            labels.clone(),
+            vec![a.clone().into(), c.clone().into()],
+        )
+        .unwrap();
+        c.set_weight(1, 0.2).unwrap();
+        assert!(c.set_weight(0, -0.1).is_err());
+        assert!(c.set_weight(2, 0.1).is_err());
+        f.set_stream(1, &c.clone().into()).unwrap();
+        let fresh = Fusion::new(clip_ids, labels, vec![a.clone().into(), c.into()]).unwrap();
+        assert_eq!(
+            f.fused(&[0.3, 0.7]).unwrap(),
+            fresh.fused(&[0.3, 0.7]).unwrap()
+        );
+        // Only the same term may take the slot.
+        assert!(f.set_stream(1, &a.into()).is_err());
     }
 
     #[test]

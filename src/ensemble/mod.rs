@@ -3,6 +3,7 @@
 //! honest estimate, and confusing-sample queues.
 
 pub mod fusion;
+pub mod import;
 pub mod metrics;
 pub mod queue;
 pub mod search;

@@ -498,6 +498,24 @@ impl CompositeStream {
         Ok(CompositeStream { name, parts })
     }
 
+    /// Sets the sub-weight of part `part`, with the checks `new` makes.
+    pub fn set_weight(&mut self, part: usize, w: f32) -> Result<()> {
+        let name = &self.name;
+        let Some((p, slot)) = self.parts.get_mut(part) else {
+            return Err(EnsembleError::InvalidArgument(format!(
+                "composite `{name}` has no part {part}"
+            )));
+        };
+        if !w.is_finite() || w < 0.0 {
+            return Err(EnsembleError::Weights(format!(
+                "composite `{name}`: sub-weight {w} of `{}` must be finite and >= 0",
+                p.name
+            )));
+        }
+        *slot = w;
+        Ok(())
+    }
+
     /// Σ sub-weight · part, in part order, for the clips `ids`.
     pub fn aligned(&self, ids: &[String]) -> Result<Vec<f32>> {
         let classes = self.parts.first().map_or(0, |(p, _)| p.classes);
