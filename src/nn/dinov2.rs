@@ -330,8 +330,7 @@ mod tests {
         let bad = Tensor::zeros((1, 3, 40, 98), DType::F32, &dev).expect("bad");
         let e = net
             .get_intermediate_layers(&bad, &[0])
-            .err()
-            .expect("not /14");
+            .expect_err("not /14");
         assert!(e.to_string().contains("multiple of 14"), "{e}");
     }
 }

@@ -59,8 +59,8 @@ pub fn bicubic_taps(in_len: usize, out_len: usize, scale_factor: Option<f64>) ->
         Some(s) if s > 0.0 => (1.0 / s) as f32,
         _ => in_len as f32 / out_len as f32,
     };
-    let mut index = vec![Vec::with_capacity(out_len); 4];
-    let mut weight = vec![Vec::with_capacity(out_len); 4];
+    let mut index: Vec<Vec<u32>> = (0..4).map(|_| Vec::with_capacity(out_len)).collect();
+    let mut weight: Vec<Vec<f32>> = (0..4).map(|_| Vec::with_capacity(out_len)).collect();
     for o in 0..out_len {
         let real = scale * (o as f32 + 0.5) - 0.5;
         // `guard_index_and_lambda`.
@@ -87,8 +87,8 @@ pub fn bilinear_align_corners_taps(in_len: usize, out_len: usize) -> Taps {
     } else {
         0.0
     };
-    let mut index = vec![Vec::with_capacity(out_len); 2];
-    let mut weight = vec![Vec::with_capacity(out_len); 2];
+    let mut index: Vec<Vec<u32>> = (0..2).map(|_| Vec::with_capacity(out_len)).collect();
+    let mut weight: Vec<Vec<f32>> = (0..2).map(|_| Vec::with_capacity(out_len)).collect();
     for o in 0..out_len {
         let real = scale * o as f32;
         let i0 = (real.floor() as i64).min(in_len as i64 - 1);
