@@ -153,6 +153,18 @@ pub fn bicubic_scale_factor(
     resample(&x, rank - 2, &bicubic_taps(h, oh, Some(sh)))
 }
 
+/// `F.interpolate(x, size=(oh, ow), mode="bicubic", align_corners=False)` of a `[.., H, W]`
+/// tensor (mmaction2's Swin `inflate_weights` resizes the bias tables so).
+pub fn bicubic_size(x: &Tensor, oh: usize, ow: usize) -> Result<Tensor> {
+    let rank = x.rank();
+    if rank < 2 {
+        candle_core::bail!("bicubic resize needs [.., H, W], got {:?}", x.dims());
+    }
+    let (h, w) = (x.dims()[rank - 2], x.dims()[rank - 1]);
+    let x = resample(x, rank - 1, &bicubic_taps(w, ow, None))?;
+    resample(&x, rank - 2, &bicubic_taps(h, oh, None))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

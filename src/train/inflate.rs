@@ -15,10 +15,11 @@
 
 use std::collections::BTreeMap;
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 
 use super::{Result, TrainError};
 use crate::nn::checkpoint::StateDict;
+use crate::nn::interp::bicubic_size;
 use crate::nn::swin3d::Config;
 
 /// Whether a checkpoint is a 2-D Swin: a 4-D patch-embedding kernel.
@@ -81,9 +82,9 @@ pub fn inflate_swin2d(sd: &StateDict, cfg: &Config) -> Result<(StateDict, Vec<St
                     return Err(bad(format!("{key}: {l1} rows is not a square table")));
                 }
                 // [L, nH] → [nH, S, S] → bicubic → [nH, oh·ow] → [oh·ow, nH]
-                let planes: Vec<f32> = t.t()?.contiguous()?.flatten_all()?.to_vec1()?;
-                let resized = bicubic_resize(&planes, nh, s1, s1, oh, ow);
-                Tensor::from_vec(resized, (nh, oh * ow), &Device::Cpu)?
+                let planes = t.t()?.contiguous()?.reshape((nh, s1, s1))?;
+                bicubic_size(&planes, oh, ow)?
+                    .reshape((nh, oh * ow))?
                     .t()?
                     .contiguous()?
             } else {
@@ -113,79 +114,34 @@ fn stage_of(key: &str) -> Option<usize> {
     rest.split('.').next()?.parse().ok()
 }
 
-/// `torch.nn.functional.interpolate(x, size=(oh, ow), mode='bicubic', align_corners=False)` on
-/// `planes` images of `h × w` (`aten/src/ATen/native/UpSample.h`: source index
-/// `(dst + 0.5)·in/out − 0.5`, cubic convolution with A = −0.75, taps clamped to the border).
-pub fn bicubic_resize(
-    x: &[f32],
-    planes: usize,
-    h: usize,
-    w: usize,
-    oh: usize,
-    ow: usize,
-) -> Vec<f32> {
-    let taps = |in_len: usize, out_len: usize| -> Vec<([usize; 4], [f32; 4])> {
-        let scale = in_len as f32 / out_len as f32;
-        (0..out_len)
-            .map(|o| {
-                let real = scale * (o as f32 + 0.5) - 0.5;
-                let i = real.floor();
-                let t = real - i;
-                let idx = |d: i64| (i as i64 + d).clamp(0, in_len as i64 - 1) as usize;
-                ([idx(-1), idx(0), idx(1), idx(2)], cubic_weights(t))
-            })
-            .collect()
-    };
-    let (ty, tx) = (taps(h, oh), taps(w, ow));
-    let mut out = Vec::with_capacity(planes * oh * ow);
-    for p in 0..planes {
-        let img = &x[p * h * w..(p + 1) * h * w];
-        for (ys, wy) in &ty {
-            for (xs, wx) in &tx {
-                let mut acc = 0f32;
-                for (&y, &cy) in ys.iter().zip(wy) {
-                    let row = &img[y * w..(y + 1) * w];
-                    let mut r = 0f32;
-                    for (&xi, &cx) in xs.iter().zip(wx) {
-                        r += row[xi] * cx;
-                    }
-                    acc += r * cy;
-                }
-                out.push(acc);
-            }
-        }
-    }
-    out
-}
-
-/// Keys's cubic convolution weights for the taps at −1, 0, 1, 2 around `t ∈ [0, 1)`.
-fn cubic_weights(t: f32) -> [f32; 4] {
-    const A: f32 = -0.75;
-    let near = |x: f32| ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0;
-    let far = |x: f32| ((A * x - 5.0 * A) * x + 8.0 * A) * x - 4.0 * A;
-    [far(t + 1.0), near(t), near(1.0 - t), far(2.0 - t)]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn resize(x: &[f32], h: usize, w: usize, oh: usize, ow: usize) -> Vec<f32> {
+        let t = Tensor::from_slice(x, (1, h, w), &candle_core::Device::Cpu).expect("tensor");
+        bicubic_size(&t, oh, ow)
+            .and_then(|r| r.flatten_all())
+            .and_then(|r| r.to_vec1())
+            .expect("resize")
+    }
+
     #[test]
-    fn bicubic_keeps_constants_and_matches_hand_values() {
+    fn bicubic_keeps_constants_and_matches_torch() {
         // A constant image stays constant (the weights sum to 1).
-        let c = bicubic_resize(&[2.5; 9], 1, 3, 3, 5, 7);
+        let c = resize(&[2.5; 9], 3, 3, 5, 7);
         assert!(c.iter().all(|&v| (v - 2.5).abs() < 1e-5), "{c:?}");
         // Same size: the identity (t = 0 gives weights 0, 1, 0, 0).
         let x: Vec<f32> = (0..12).map(|v| v as f32).collect();
-        assert_eq!(bicubic_resize(&x, 1, 3, 4, 3, 4), x);
+        assert_eq!(resize(&x, 3, 4, 3, 4), x);
         // Values printed by torch 2.11 `F.interpolate(..., mode='bicubic')`.
-        let up = bicubic_resize(&[0.0, 1.0], 1, 1, 2, 1, 4);
+        let up = resize(&[0.0, 1.0], 1, 2, 1, 4);
         let want = [-0.105_468_75_f64, 0.226_562_5, 0.773_437_5, 1.105_468_75];
         for (a, b) in up.iter().zip(want) {
             assert!((f64::from(*a) - b).abs() < 1e-6, "{up:?}");
         }
         let x: Vec<f32> = (0..6).map(|v| v as f32).collect();
-        let r = bicubic_resize(&x, 1, 2, 3, 3, 2);
+        let r = resize(&x, 2, 3, 3, 2);
         let want = [
             -0.069_010_46,
             1.5481774,
