@@ -1,7 +1,7 @@
 //! Bad input gets an error naming the file, the row or key, and what was expected; an import
 //! goes on past a bad video and reports what it skipped. Nothing panics.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

@@ -3,7 +3,7 @@
 //! (`ffmpeg -fps_mode passthrough -pix_fmt rgb24`), sequentially and in random order, for
 //! several codecs and GOP structures made with FFmpeg's encoders, and for the real videos.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

@@ -1,7 +1,7 @@
 //! A change reported as done is on disk: kill -9 a process in the middle of a burst of relabels
 //! and every acknowledged change is there after reopening, with the database intact.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};

@@ -2,7 +2,7 @@
 //! pyskl/mmaction2 shapes, .npy + id list, csv): loading, fusion, metrics, search, k-fold,
 //! queues, submission, stored streams, and named errors for bad files.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -1,7 +1,7 @@
 //! `mgscope extract`: outputs equal the library's, resumable, shards partition the clips,
 //! a failing clip is reported and the run goes on.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 

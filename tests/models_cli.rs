@@ -2,7 +2,7 @@
 //! the reference computed, through the command a researcher uses, and named errors for bad
 //! checkpoints and inputs.
 
-mod common;
+use crate::common;
 
 use common::{fails, ok, s};
 use mgscope::modality::npy::read_npy_as;

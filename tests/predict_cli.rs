@@ -3,7 +3,7 @@
 //! dicts), rows follow the id list, probabilities are means of softmaxes, runs are
 //! deterministic, shards partition the split, and the scores land in the dataset as streams.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::Path;

@@ -1,6 +1,6 @@
 //! `mgscope probe heatmap|taylor|flow|depth` on reference fixtures and real video.
 
-mod common;
+use crate::common;
 
 use common::{fails, ok, s};
 use mgscope::media::decode::VideoReader;

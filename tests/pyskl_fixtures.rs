@@ -1,7 +1,7 @@
 //! The pyskl importer on annotation pickles written by real numpy (1.26 and 2.x) at
 //! protocols 2, 4 and 5 (tools/make_pickle_fixtures.py), compared with the values Python saw.
 
-mod common;
+use crate::common;
 
 use mgscope::dataset::import::{import, Format};
 use mgscope::dataset::Split;

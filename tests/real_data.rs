@@ -1,6 +1,6 @@
 //! Importers on material made by other people (see ../shared/data/README.md).
 
-mod common;
+use crate::common;
 
 use mgscope::dataset::import::{import, openpose, Format, Options};
 use mgscope::store::{Dataset, ImportReport};

@@ -3,7 +3,7 @@
 //! exactly the RGB SlowOnly's logits and its pose head the PoseC3D pathway's, whatever the
 //! (random, non-zero) lateral weights are.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 

@@ -1,6 +1,6 @@
 //! demo → import → info round trip through the CLI, and every exporter by re-import.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::Path;

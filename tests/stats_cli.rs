@@ -2,7 +2,7 @@
 //! computation over the same decoded frames; missing media and unextracted modalities are
 //! named, not fatal.
 
-mod common;
+use crate::common;
 
 use common::{fails, ok, s};
 use mgscope::dataset::Split;

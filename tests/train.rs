@@ -1,7 +1,7 @@
 //! Training runs on the demo dataset: resume continues bit for bit, transfer re-initialises
 //! only the head, and the reduced joint preset learns (validation top-1 ≥ 3× chance).
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
