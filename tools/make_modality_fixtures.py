@@ -4,7 +4,9 @@
 Run with the reference environment:
 
     py=$(bash ../shared/tools/reference-env.sh)
-    $py tools/make_modality_fixtures.py [--out tests/fixtures/modality] [--data ../shared/data/real]
+    target/debug/mgscope demo /tmp/demo      # the built-in seed; Taylor frames come from it
+    $py tools/make_modality_fixtures.py --taylor-video /tmp/demo/release/0001/0001.mp4
+        [--out tests/fixtures/modality] [--data ../shared/data/real]
         [--numpy1-python PY]     # a python with numpy 1.x only (python3 -m venv v &&
                                  # v/bin/pip install 'numpy<2'), for the np1_* fixtures
 
@@ -20,7 +22,9 @@ What produces each expected output:
   installable, so they are re-implemented here, operation by operation and dtype by dtype, in
   torch on the CPU (taylor.py with --fp32; the notebook in float64), from their source text (see
   ../shared/reference/mm-gesture.md §5.2 and models.md §5.1). A vectorised numpy version of the
-  same maths is checked against them; it is also the reference the benchmark times.
+  same maths is checked against them; it is also the reference the benchmark times. Their input
+  is ten frames of the demo dataset's first video (our own rendering, so the pixels may live in
+  the repository; ../shared/data's videos may not), a 320x180 crop around the figure reduced to 80x45, where it moves most.
 * Numpy legacy RandomState draws (MT19937) for the bit-exact test-mode sampler.
 * `np1_*`: the same mmaction2 class source (GeneratePoseTarget, PoseCompact; taken verbatim via
   `ast` from the installed file) run under NumPy 1.x, whose scalar promotion rounds differently
@@ -478,16 +482,19 @@ def report_numpy_vs_torch(what, u8, nu8, fl, nfl):
           f'{np.sum(du == 1)}')
 
 
-def taylor_fixtures(video):
+def taylor_fixtures(video, start):
     cap = cv2.VideoCapture(video)
     frames = []
-    while True:
+    while len(frames) < start + 10:
         ok, f = cap.read()
         if not ok:
             break
         frames.append(f)
-    sel = frames[30:40]
-    small = [cv2.resize(f, (80, 45), interpolation=cv2.INTER_AREA) for f in sel]
+    sel = frames[start:start + 10]
+    assert len(sel) == 10, f'{video} has fewer than {start + 10} frames'
+    # the figure's head, arm and hands (x, y, w, h in the 640x360 frame), reduced 4x
+    x, y, w, h = 200, 40, 320, 180
+    small = [cv2.resize(f[y:y + h, x:x + w], (80, 45), interpolation=cv2.INTER_AREA) for f in sel]
     rgb = np.stack([cv2.cvtColor(f, cv2.COLOR_BGR2RGB) for f in small])
     gray = np.stack([cv2.cvtColor(f, cv2.COLOR_BGR2GRAY) for f in small])
     save('taylor_input_rgb', rgb)
@@ -499,7 +506,8 @@ def taylor_fixtures(video):
         save(f'taylor_mm_k{k}_u8', u8)
         if k == 3:
             save('taylor_mm_k3_f32', fl[:3].astype(np.float32))
-        print(f'taylor.py K={k}: {u8.shape}, mean {u8.mean():.2f}')
+        print(f'taylor.py K={k}: {u8.shape}, mean {u8.mean():.2f}, '
+              f'non-zero {(u8 > 0).mean():.3f}')
     for k in (2, 3):
         u8, fl = taylor_notebook(small, terms=k)
         nu8, nfl = taylor_numpy(gray, terms=k, dtype=np.float64, per_channel=True)
@@ -665,10 +673,15 @@ def main():
     here = os.path.dirname(os.path.abspath(__file__))
     ap = argparse.ArgumentParser()
     ap.add_argument('--out', default=os.path.join(here, '..', 'tests', 'fixtures', 'modality'))
-    ap.add_argument('--data', default=os.path.join(here, '..', '..', '..', 'shared', 'data',
+    ap.add_argument('--data', default=os.path.join(here, '..', '..', 'shared', 'data',
                                                    'real'))
     ap.add_argument('--numpy1-python', default=os.environ.get('MGSCOPE_NUMPY1_PY'),
                     help='a python with numpy 1.x (only numpy needed) for the NumPy 1 fixtures')
+    ap.add_argument('--taylor-video', required=True,
+                    help="the demo dataset's first video (mgscope demo DIR: "
+                         "DIR/release/0001/0001.mp4)")
+    ap.add_argument('--taylor-start', type=int, default=284,
+                    help='first of the ten frames (284: the most motion in the default demo)')
     args = ap.parse_args()
     global DATA
     DATA = os.path.abspath(args.data)
@@ -680,7 +693,7 @@ def main():
     heatmap_fixtures(kp, sc)
     pipeline_fixtures(kp, sc)
     sampling_fixtures()
-    taylor_fixtures(os.path.join(args.data, 'single_face.mp4'))
+    taylor_fixtures(args.taylor_video, args.taylor_start)
     if args.numpy1_python:
         numpy1_fixtures(args.numpy1_python)
     else:
