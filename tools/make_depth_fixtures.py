@@ -6,8 +6,9 @@ Run with the reference environment and a checkout of the official repository
 (github.com/DepthAnything/Depth-Anything-V2, checked at commit a561b84; it is not on PyPI):
 
     py=$(bash ../shared/tools/reference-env.sh); $py -m pip install transformers safetensors
-    $py tools/make_depth_fixtures.py --official DIR [--out tests/fixtures/depth]
-        [--data ../shared/data/real]
+    target/debug/mgscope demo /tmp/demo     # the built-in seed; the frame comes from it
+    $py tools/make_depth_fixtures.py --official DIR --video /tmp/demo/release/0001/0001.mp4
+        [--out tests/fixtures/depth]
 
 What produces each expected output:
 
@@ -22,7 +23,8 @@ What produces each expected output:
   whereas the official `interpolate_pos_encoding` passes `scale_factor = (grid + 0.1) / 37`,
   which samples the embedding at slightly different places; for the comparison the HF
   embedding is given the official rule (the unpatched difference is printed too).
-* The frame is one frame of `single_face.mp4` (../shared/data/README.md), cropped and reduced
+* The frame is frame 284 of the demo dataset's first video (our own rendering, so its pixels
+  may live in the repository; ../shared/data's videos may not), the figure cropped and reduced
   with cv2 INTER_AREA to 171x113 so that `image2tensor(frame, 140)` gives a non-square
   210x140 input (lower side 140, both multiples of 14) and the fixtures stay small.
 * `resize_sizes`: the official `Resize.get_size` on chosen frame sizes, including the
@@ -53,8 +55,8 @@ TAPS = [0, 2, 3, 4]
 FEATURES = 8
 OUT_CHANNELS = [8, 16, 24, 32]
 INPUT_SIZE = 140
-FRAME_INDEX = 36
-CROP = (40, 100, 513, 339)  # x, y, w, h in the 640x360 video frame
+FRAME_INDEX = 284
+CROP = (160, 30, 342, 226)  # x, y, w, h in the 640x360 video frame: the seated figure
 FRAME_WH = (171, 113)
 
 OUT = None
@@ -215,10 +217,12 @@ def build_hf(state):
 
 def read_frame(video):
     cap = cv2.VideoCapture(video)
-    cap.set(cv2.CAP_PROP_POS_FRAMES, FRAME_INDEX)
-    ok, bgr = cap.read()
-    assert ok, video
+    # decoded in order: cv2's seek can land on another frame
+    for _ in range(FRAME_INDEX + 1):
+        ok, bgr = cap.read()
+        assert ok, video
     x, y, w, h = CROP
+    assert y + h <= bgr.shape[0] and x + w <= bgr.shape[1], (bgr.shape, CROP)
     return cv2.resize(bgr[y:y + h, x:x + w], FRAME_WH, interpolation=cv2.INTER_AREA)
 
 
@@ -265,7 +269,9 @@ def main():
     ap.add_argument('--official', required=True,
                     help='checkout of github.com/DepthAnything/Depth-Anything-V2')
     ap.add_argument('--out', default='tests/fixtures/depth')
-    ap.add_argument('--data', default='../shared/data/real')
+    ap.add_argument('--video', required=True,
+                    help="the demo dataset's first video (mgscope demo DIR: "
+                         "DIR/release/0001/0001.mp4)")
     args = ap.parse_args()
     OUT = args.out
     os.makedirs(OUT, exist_ok=True)
@@ -278,7 +284,7 @@ def main():
     hf = hf_state(state)
     save_file(hf, os.path.join(OUT, 'tiny_hf.safetensors'))
 
-    bgr = read_frame(os.path.join(args.data, 'single_face.mp4'))
+    bgr = read_frame(args.video)
     save('frame_rgb', cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
     x, (h, w) = model.image2tensor(bgr, INPUT_SIZE)
     assert x.dtype == torch.float32 and (h, w) == bgr.shape[:2]

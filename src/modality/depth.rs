@@ -493,7 +493,7 @@ mod tests {
     }
 
     #[test]
-    fn depth_matches_the_reference_on_a_real_frame() {
+    fn depth_matches_the_reference_on_a_demo_frame() {
         let (fs, rgb) = npy::<u8>("frame_rgb");
         let (is, input) = npy::<f32>("input");
         let (_, dpt_want) = npy::<f32>("dpt_out");
