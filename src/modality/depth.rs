@@ -585,6 +585,27 @@ mod tests {
         );
     }
 
+    /// The released ViT-S wiring (12 blocks, taps 2/5/8/11, 64 features) on a 16:9 frame:
+    /// a 2×4 patch grid, whose stride-2 layer is 1×2 and whose fusion sizes are uneven.
+    #[test]
+    fn released_small_encoder_runs_on_a_wide_frame() {
+        let dev = Device::Cpu;
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
+        let model = DepthModel::from_var_builder(vb, &Encoder::Small.config(), &dev)
+            .and_then(|m| m.with_input_size(28))
+            .expect("build");
+        let (w, h) = (64usize, 36usize);
+        let rgb: Vec<u8> = (0..w * h * 3).map(|i| ((i * 53) % 247) as u8).collect();
+        let input = preprocess_sized(&rgb, w, h, 28);
+        assert_eq!((input.width, input.height), (56, 28));
+        let raw = model.forward_input(&input).expect("forward");
+        assert_eq!(raw.len(), 56 * 28);
+        let d = model.infer(&rgb, w, h).expect("infer");
+        assert_eq!(d.len(), w * h);
+        assert!(d.iter().all(|v| v.is_finite() && *v >= 0.0));
+    }
+
     #[test]
     fn released_configs_name_the_checkpoint_shapes() {
         let s = Encoder::Small.config();
