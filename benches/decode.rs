@@ -118,6 +118,20 @@ fn main() {
             random / floor.max(1e-9)
         );
 
+        // The fixed cost of one access: seek, flush, refill, one decode and one conversion,
+        // on keyframes visited in an order that never lets the reader decode forward.
+        let keys: Vec<usize> = idx.keyframes.iter().rev().copied().collect();
+        let t = Instant::now();
+        for &k in &keys {
+            std::hint::black_box(r.frame(k).expect("frame"));
+        }
+        let per_key = t.elapsed().as_secs_f64() / keys.len() as f64;
+        println!(
+            "  keyframe access: {:.2} ms; one sequential frame + conversion {:.2} ms",
+            per_key * 1e3,
+            (per_frame_raw + per_conversion) * 1e3
+        );
+
         let cache = FrameCache::new(1 << 30);
         let f = Arc::new(r.frame(n / 2).expect("frame"));
         cache.insert(1, f);

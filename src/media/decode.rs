@@ -11,9 +11,10 @@
 
 use std::path::{Path, PathBuf};
 
-use ffmpeg::{codec, format, frame, software::scaling, util::rational::Rational};
+use ffmpeg::{codec, format, frame, util::rational::Rational};
 use ffmpeg_next as ffmpeg;
 
+use super::convert::RgbConverter;
 use super::{ff, init};
 use crate::{Error, Result};
 
@@ -215,7 +216,7 @@ pub struct VideoReader {
     decoder: codec::decoder::Video,
     stream_index: usize,
     index: FrameIndex,
-    scaler: Option<(scaling::Context, format::Pixel, u32, u32)>,
+    scaler: Option<RgbConverter>,
     /// Index of the last frame returned when the decoder is positioned right after it.
     cursor: Option<usize>,
     /// Frames decoded but not yet asked for (the decoder can hand out several per packet).
@@ -246,9 +247,13 @@ impl VideoReader {
             .map_err(ff(path, "reading codec parameters"))?;
         // Two frame threads: measured on 2 cores, more threads only add pipeline latency to
         // every random access (each seek flushes and refills the pipeline).
+        // `MGSCOPE_DECODE_THREADS=N` overrides it for A/B timing.
         ctx.set_threading(codec::threading::Config {
             kind: codec::threading::Type::Frame,
-            count: 2,
+            count: std::env::var("MGSCOPE_DECODE_THREADS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(2),
             ..Default::default()
         });
         let decoder = ctx
@@ -451,28 +456,13 @@ impl VideoReader {
 
     fn convert_rgb(&mut self, f: &frame::Video, index: usize) -> Result<RgbFrame> {
         let (w, h, fmt) = (f.width(), f.height(), f.format());
-        let rebuild =
-            !matches!(&self.scaler, Some((_, pf, pw, ph)) if *pf == fmt && *pw == w && *ph == h);
-        if rebuild {
-            // Bicubic with default flags is what the ffmpeg CLI's auto-inserted converter
-            // uses, so the pixels equal `ffmpeg -pix_fmt rgb24`'s.
-            let ctx = scaling::Context::get(
-                fmt,
-                w,
-                h,
-                format::Pixel::RGB24,
-                w,
-                h,
-                scaling::Flags::BICUBIC,
-            )
-            .map_err(ff(&self.path, "creating the RGB converter"))?;
-            self.scaler = Some((ctx, fmt, w, h));
-        }
-        let mut rgb = frame::Video::empty();
-        if let Some((ctx, ..)) = self.scaler.as_mut() {
-            ctx.run(f, &mut rgb)
-                .map_err(ff(&self.path, "converting to RGB"))?;
-        }
+        let conv = match self.scaler.take() {
+            Some(c) if c.format == fmt && c.width == w && c.height == h => c,
+            _ => RgbConverter::new(fmt, w, h)
+                .map_err(ff(&self.path, "creating the RGB converter"))?,
+        };
+        let conv = self.scaler.insert(conv);
+        let rgb = conv.run(f).map_err(ff(&self.path, "converting to RGB"))?;
         let stride = rgb.stride(0);
         let src = rgb.data(0);
         let (wu, hu) = (w as usize, h as usize);

@@ -2,6 +2,7 @@
 //! encoding.
 
 pub mod cache;
+mod convert;
 pub mod decode;
 
 use std::path::Path;
