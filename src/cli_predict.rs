@@ -2,7 +2,7 @@
 //! the pyskl / mmaction2 dump (a pickle list of per-clip probability vectors; RGBPose a list
 //! of `{'rgb', 'pose'}` dicts) plus the clip ids of its rows.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -48,10 +48,6 @@ pub struct PredictArgs {
     /// 8-bit videos `mgscope extract --format mp4` writes to DATASET/cache).
     #[arg(long, default_value = "rgb")]
     pub modality: String,
-}
-
-pub fn ids_path(out: &Path) -> PathBuf {
-    out.with_extension("ids.txt")
 }
 
 pub fn run(a: PredictArgs) -> Result<()> {
@@ -158,7 +154,7 @@ pub fn run(a: PredictArgs) -> Result<()> {
         .collect::<Result<_, _>>()?;
     std::fs::write(&a.out, write_pickle(&Value::List(list)))
         .with_context(|| format!("writing {}", a.out.display()))?;
-    let idp = ids_path(&a.out);
+    let idp = mgscope::ensemble::import::sidecar_ids(&a.out);
     std::fs::write(&idp, ids.join("\n") + "\n")
         .with_context(|| format!("writing {}", idp.display()))?;
     if let Some(name) = &a.register {

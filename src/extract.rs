@@ -10,7 +10,7 @@ use std::sync::Mutex;
 
 use crate::dataset::{Sample, Skeleton, Split};
 use crate::media::decode::VideoReader;
-use crate::modality::heatmap::{self, HeatmapParams, PoseArrays};
+use crate::modality::heatmap::{self, HeatmapParams};
 use crate::modality::pose_pipeline::{PoseCompact, PoseSample, Resize};
 use crate::modality::{depth, flow, flow_vis, npy, taylor};
 use crate::store::Dataset;
@@ -372,7 +372,6 @@ pub fn heatmaps_64(
     let mut sample = PoseSample::new(&xy, Some(&sc), [m, t, v], (h as usize, w as usize))?;
     sample.pose_compact(&PoseCompact::default())?;
     sample.resize(&Resize::exact(64, 64))?;
-    let kp = sample.keypoints_f32();
     let sk = if v == 36 {
         heatmap::imigue36()
     } else {
@@ -383,20 +382,7 @@ pub fn heatmaps_64(
     } else {
         HeatmapParams::joint(0.6)
     };
-    let (ih, iw) = sample.img_shape;
-    Ok(heatmap::generate_pose_target(
-        PoseArrays {
-            keypoints: &kp,
-            scores: Some(&sc),
-            num_persons: m,
-            num_frames: t,
-            num_keypoints: v,
-        },
-        ih,
-        iw,
-        &sk,
-        &params,
-    )?)
+    Ok(sample.heatmaps(&sk, &params)?)
 }
 
 /// The 36-point skeleton from the assets, for callers that need names with the layout.

@@ -158,10 +158,10 @@ impl ClipView {
                 }
                 // Bounded: this runs every frame while the decoder is behind.
                 let total = (self.end.saturating_sub(self.start) as usize + 1).min(PHASE_SPAN);
-                let ready = (self.start..=self.end)
-                    .take(total)
-                    .filter(|&i| self.cache.contains(pf.key, i as usize))
-                    .count();
+                let ready = self.cache.count_present(
+                    pf.key,
+                    (self.start..=self.end).take(total).map(|i| i as usize),
+                );
                 Some(format!(
                     "decoding frame {}… {ready}/{total} frames of the sample",
                     self.cursor

@@ -310,7 +310,7 @@ impl EnsemblePanel {
     /// A new fusion for `terms` (arranged); the panel is unchanged when it cannot be built.
     fn rebuild(&mut self, terms: &[PresetTerm]) -> crate::Result<()> {
         let inputs = self.inputs_for(terms)?;
-        let fusion = Fusion::new(self.clips.clone(), self.labels.clone(), inputs.clone())?;
+        let fusion = Fusion::from_streams(self.clips.clone(), self.labels.clone(), &inputs)?;
         self.fusion = Some(fusion);
         self.inputs = inputs;
         self.weights = terms.iter().map(|t| t.weight).collect();

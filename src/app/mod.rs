@@ -605,14 +605,11 @@ impl MgApp {
                 false
             }
         });
+        let mut reload = false;
         for (file, r) in done {
             match r {
                 Ok(imp) => {
-                    if let Some(ds) = &self.dataset {
-                        self.predictions.load_streams(ds);
-                        self.ensemble
-                            .load(ds, self.ensemble.split().unwrap_or(Split::Val));
-                    }
+                    reload = true;
                     let mut said = format!(
                         "imported {} as stream {} (rows in {})",
                         file.display(),
@@ -629,6 +626,12 @@ impl MgApp {
                 }
                 Err(e) => self.error = Some(format!("cannot import scores: {e}")),
             }
+        }
+        // Once for all the imports that finished this frame.
+        if let (true, Some(ds)) = (reload, &self.dataset) {
+            self.predictions.load_streams(ds);
+            self.ensemble
+                .load(ds, self.ensemble.split().unwrap_or(Split::Val));
         }
     }
 

@@ -27,6 +27,15 @@ impl Fusion {
         labels: Vec<Option<u32>>,
         streams: Vec<Stream>,
     ) -> Result<Self> {
+        Self::from_streams(clip_ids, labels, &streams)
+    }
+
+    /// As `new`, borrowing the streams: only their aligned rows are kept.
+    pub fn from_streams(
+        clip_ids: Vec<String>,
+        labels: Vec<Option<u32>>,
+        streams: &[Stream],
+    ) -> Result<Self> {
         let first = streams.first().ok_or_else(|| {
             EnsembleError::InvalidArgument("fusion needs at least one stream".into())
         })?;
@@ -60,7 +69,7 @@ impl Fusion {
         }
         let mut names = Vec::with_capacity(streams.len());
         let mut mats = Vec::with_capacity(streams.len());
-        for s in &streams {
+        for s in streams {
             if s.classes() != classes {
                 return Err(EnsembleError::ClassCount {
                     stream: s.name().to_string(),

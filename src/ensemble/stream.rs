@@ -470,6 +470,15 @@ pub struct CompositeStream {
     pub parts: Vec<(ScoreStream, f32)>,
 }
 
+fn check_sub_weight(composite: &str, part: &str, w: f32) -> Result<()> {
+    if !w.is_finite() || w < 0.0 {
+        return Err(EnsembleError::Weights(format!(
+            "composite `{composite}`: sub-weight {w} of `{part}` must be finite and >= 0"
+        )));
+    }
+    Ok(())
+}
+
 impl CompositeStream {
     pub fn new(name: impl Into<String>, parts: Vec<(ScoreStream, f32)>) -> Result<Self> {
         let name = name.into();
@@ -488,17 +497,12 @@ impl CompositeStream {
                     expected: classes,
                 });
             }
-            if !w.is_finite() || *w < 0.0 {
-                return Err(EnsembleError::Weights(format!(
-                    "composite `{name}`: sub-weight {w} of `{}` must be finite and >= 0",
-                    p.name
-                )));
-            }
+            check_sub_weight(&name, &p.name, *w)?;
         }
         Ok(CompositeStream { name, parts })
     }
 
-    /// Sets the sub-weight of part `part`, with the checks `new` makes.
+    /// Sets the sub-weight of part `part`, with the check `new` makes.
     pub fn set_weight(&mut self, part: usize, w: f32) -> Result<()> {
         let name = &self.name;
         let Some((p, slot)) = self.parts.get_mut(part) else {
@@ -506,12 +510,7 @@ impl CompositeStream {
                 "composite `{name}` has no part {part}"
             )));
         };
-        if !w.is_finite() || w < 0.0 {
-            return Err(EnsembleError::Weights(format!(
-                "composite `{name}`: sub-weight {w} of `{}` must be finite and >= 0",
-                p.name
-            )));
-        }
+        check_sub_weight(name, &p.name, w)?;
         *slot = w;
         Ok(())
     }

@@ -60,6 +60,16 @@ impl FrameCache {
         self.lock().map.contains_key(&(video, index))
     }
 
+    /// How many of `indices` are cached, under one lock (the UI asks every frame while the
+    /// prefetcher, which needs the same lock, is behind).
+    pub fn count_present(&self, video: u64, indices: impl IntoIterator<Item = usize>) -> usize {
+        let g = self.lock();
+        indices
+            .into_iter()
+            .filter(|&i| g.map.contains_key(&(video, i)))
+            .count()
+    }
+
     pub fn insert(&self, video: u64, frame: Arc<RgbFrame>) {
         let size = frame.data.len();
         let mut g = self.lock();

@@ -748,13 +748,45 @@ impl PoseSample {
         skeleton: &super::heatmap::Skeleton,
         params: &super::heatmap::HeatmapParams,
     ) -> Result<super::heatmap::Heatmaps> {
-        let keypoints = self.keypoints_f32();
+        self.frames_heatmaps(0, self.num_frames, skeleton, params)
+    }
+
+    /// `GeneratePoseTarget` on frames `start..start + len` of every person (one test clip of
+    /// a sample whose clips were sampled back to back).
+    pub fn frames_heatmaps(
+        &self,
+        start: usize,
+        len: usize,
+        skeleton: &super::heatmap::Skeleton,
+        params: &super::heatmap::HeatmapParams,
+    ) -> Result<super::heatmap::Heatmaps> {
+        let (m, t, v) = (self.num_persons, self.num_frames, self.num_keypoints);
+        if start + len > t {
+            return Err(ModalityError::shape(
+                "frames",
+                format!("frames {start}..{} of a {t}-frame sample", start + len),
+            ));
+        }
+        let mut keypoints = Vec::with_capacity(m * len * v * 2);
+        let mut scores = Vec::with_capacity(if self.scores.is_some() {
+            m * len * v
+        } else {
+            0
+        });
+        for p in 0..m {
+            let base = (p * t + start) * v;
+            let xy = &self.keypoints[2 * base..2 * (base + len * v)];
+            keypoints.extend(xy.iter().map(|&x| x as f32));
+            if let Some(sc) = &self.scores {
+                scores.extend_from_slice(&sc[base..base + len * v]);
+            }
+        }
         let arrays = super::heatmap::PoseArrays {
             keypoints: &keypoints,
-            scores: self.scores.as_deref(),
-            num_persons: self.num_persons,
-            num_frames: self.num_frames,
-            num_keypoints: self.num_keypoints,
+            scores: self.scores.as_ref().map(|_| scores.as_slice()),
+            num_persons: m,
+            num_frames: len,
+            num_keypoints: v,
         };
         let (h, w) = self.img_shape;
         super::heatmap::generate_pose_target(arrays, h, w, skeleton, params)

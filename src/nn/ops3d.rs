@@ -11,8 +11,11 @@
 //! rgb→pose lateral), as one channel matmul for all taps followed by a strided shift-and-add.
 
 use std::cell::Cell;
+use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Result, Tensor, D};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
 mod conv2d_path;
 mod cpu;
@@ -451,6 +454,38 @@ pub fn conv_transpose3d_temporal(
     let y = acc.ok_or_else(|| candle_core::Error::Msg("conv_transpose3d: empty kernel".into()))?;
     // Output index j is uncropped position j + padding.
     y.narrow(2, cfg.padding, t_out)
+}
+
+/// The one generator behind every drop-path and dropout mask of a model, so that training
+/// draws are a function of the seed the trainer sets per iteration (an exact resume) rather
+/// than of a process-wide generator.
+#[derive(Clone)]
+pub struct MaskRng(Arc<Mutex<ChaCha8Rng>>);
+
+impl MaskRng {
+    pub(crate) fn new() -> Self {
+        MaskRng(Arc::new(Mutex::new(ChaCha8Rng::seed_from_u64(0))))
+    }
+
+    pub fn reseed(&self, seed: u64) -> Result<()> {
+        *self.lock()? = ChaCha8Rng::seed_from_u64(seed);
+        Ok(())
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, ChaCha8Rng>> {
+        self.0
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("mask generator poisoned".into()))
+    }
+
+    /// `n` values: 0 with probability `p`, else 1/(1−p).
+    pub(crate) fn mask(&self, n: usize, p: f64) -> Result<Vec<f32>> {
+        let keep = (1.0 / (1.0 - p)) as f32;
+        let mut rng = self.lock()?;
+        Ok((0..n)
+            .map(|_| if rng.random::<f64>() < p { 0.0 } else { keep })
+            .collect())
+    }
 }
 
 #[cfg(test)]

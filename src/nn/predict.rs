@@ -18,9 +18,7 @@ use super::video_views::{
     short_side_size, three_crop_boxes, Rgb, IMAGENET_MEAN, IMAGENET_STD, IMIGUE_MEAN, IMIGUE_STD,
 };
 use crate::dataset::Keypoints;
-use crate::modality::heatmap::{
-    generate_pose_target, HeatmapKind, HeatmapParams, PoseArrays, Skeleton,
-};
+use crate::modality::heatmap::{HeatmapKind, HeatmapParams, Skeleton};
 use crate::modality::pose_pipeline::{PoseCompact, PoseSample, Resize, UniformSampleFrames};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,18 +120,7 @@ impl PoseViews {
 
     /// The views of clip `c`: `[1 or 2, C, T, H, W]` (original, then flipped).
     pub fn clip(&self, c: usize) -> Result<Tensor, ModelError> {
-        let s = &self.sample;
-        let (m, v, l) = (s.num_persons, s.num_keypoints, self.cfg.clip_len);
-        let kp_all = s.keypoints_f32();
-        let mut kp = Vec::with_capacity(m * l * v * 2);
-        let mut sc = Vec::with_capacity(m * l * v);
-        for p in 0..m {
-            let base = (p * s.num_frames + c * l) * v;
-            kp.extend_from_slice(&kp_all[2 * base..2 * (base + l * v)]);
-            if let Some(scores) = &s.scores {
-                sc.extend_from_slice(&scores[base..base + l * v]);
-            }
-        }
+        let l = self.cfg.clip_len;
         let params = HeatmapParams {
             double: self.cfg.double,
             ..match self.cfg.kind {
@@ -141,15 +128,9 @@ impl PoseViews {
                 HeatmapKind::Limb => HeatmapParams::limb(self.cfg.sigma),
             }
         };
-        let arrays = PoseArrays {
-            keypoints: &kp,
-            scores: s.scores.as_ref().map(|_| sc.as_slice()),
-            num_persons: m,
-            num_frames: l,
-            num_keypoints: v,
-        };
-        let (h, w) = s.img_shape;
-        let hm = generate_pose_target(arrays, h, w, &self.skeleton, &params)
+        let hm = self
+            .sample
+            .frames_heatmaps(c * l, l, &self.skeleton, &params)
             .map_err(|e| ModelError::Input(e.to_string()))?;
         let [frames, ch, hh, ww] = hm.shape;
         let copies = frames / l;
@@ -444,39 +425,21 @@ pub struct RgbPoseInputs {
 pub struct PoseClips {
     sample: PoseSample,
     clip_len: usize,
-    pub(crate) params: HeatmapParams,
+    params: HeatmapParams,
 }
 
 impl PoseClips {
     /// Heatmaps of clip `c`: `[K, L, H·scaling, W·scaling]`.
     pub fn clip(&self, c: usize, skeleton: &Skeleton) -> Result<Tensor, ModelError> {
-        let pose = &self.sample;
-        let (m, v, l) = (pose.num_persons, pose.num_keypoints, self.clip_len);
+        let (pose, l) = (&self.sample, self.clip_len);
         if (c + 1) * l > pose.num_frames {
             return Err(ModelError::Input(format!(
                 "pose clip {c} is beyond the {} sampled frames",
                 pose.num_frames
             )));
         }
-        let kp_all = pose.keypoints_f32();
-        let mut k = Vec::with_capacity(m * l * v * 2);
-        let mut s = Vec::with_capacity(m * l * v);
-        for p in 0..m {
-            let base = (p * pose.num_frames + c * l) * v;
-            k.extend_from_slice(&kp_all[2 * base..2 * (base + l * v)]);
-            if let Some(scores) = &pose.scores {
-                s.extend_from_slice(&scores[base..base + l * v]);
-            }
-        }
-        let arrays = PoseArrays {
-            keypoints: &k,
-            scores: pose.scores.as_ref().map(|_| s.as_slice()),
-            num_persons: m,
-            num_frames: l,
-            num_keypoints: v,
-        };
-        let (h, w) = pose.img_shape;
-        let hm = generate_pose_target(arrays, h, w, skeleton, &self.params)
+        let hm = pose
+            .frames_heatmaps(c * l, l, skeleton, &self.params)
             .map_err(|e| ModelError::Input(e.to_string()))?;
         let [t, ch, hh, ww] = hm.shape;
         Ok(Tensor::from_vec(hm.data, (t, ch, hh, ww), &Device::Cpu)?
@@ -488,7 +451,7 @@ impl PoseClips {
 /// RGB SlowOnly / RGBPoseConv3D test-mode inputs of one clip: MMUniformSampleFrames per
 /// modality, one MMCompact box from the keypoints (the sampled pose frames for RGBPose, all
 /// frames for `rgb_only`, as pyskl's MMDecode leaves them), both resized to a square; RGB
-/// normalised with `mean` / `std`.
+/// normalised with `mean` / `std`; the pose clips drawn with `heatmap`.
 pub fn rgb_pose_inputs(
     kp: &Keypoints,
     img_hw: (usize, usize),
@@ -496,6 +459,7 @@ pub fn rgb_pose_inputs(
     cfg: &RgbPoseViewConfig,
     mean: [f32; 3],
     std: [f32; 3],
+    heatmap: HeatmapParams,
 ) -> Result<RgbPoseInputs, ModelError> {
     let bad = |e: crate::modality::error::ModalityError| ModelError::Input(e.to_string());
     let n = kp.frames;
@@ -533,13 +497,10 @@ pub fn rgb_pose_inputs(
         .chunks(cfg.rgb_len)
         .map(|c| normalize_clip(c, mean, std))
         .collect::<candle_core::Result<_>>()?;
-    let pose = rgb_pose.then(|| PoseClips {
+    let pose = rgb_pose.then_some(PoseClips {
         sample: pose,
         clip_len: cfg.pose_len,
-        params: HeatmapParams {
-            scaling: cfg.scaling,
-            ..HeatmapParams::joint(cfg.sigma)
-        },
+        params: heatmap,
     });
     Ok(RgbPoseInputs { rgb, pose })
 }
@@ -566,7 +527,11 @@ pub fn predict_rgb_clip(
         },
         ..cfg.clone()
     };
-    let inputs = rgb_pose_inputs(kp, img_hw, frame, &cfg, IMIGUE_MEAN, IMIGUE_STD)?;
+    let heatmap = HeatmapParams {
+        scaling: cfg.scaling,
+        ..HeatmapParams::joint(cfg.sigma)
+    };
+    let inputs = rgb_pose_inputs(kp, img_hw, frame, &cfg, IMIGUE_MEAN, IMIGUE_STD, heatmap)?;
     let Some(pose) = inputs.pose else {
         return run_views(model, inputs.rgb, batch, hooks);
     };

@@ -11,15 +11,12 @@
 //! Scope: depth ≥ 50 (Bottleneck3d, expansion 4), `style='pytorch'`, `inflate_style='3x1x1'`,
 //! dilation 1 and no non-local blocks: every PoseC3D / SlowOnly / RGBPose config in use.
 
-use std::sync::Mutex;
-
 use candle_core::{DType, Result, Tensor, Var};
 use candle_nn::{linear, Init, Linear, Module, VarBuilder};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 
 use super::ops3d::{
-    add_relu, batch_norm_train, conv3d, global_avg_pool3d, max_pool3d, Conv3dConfig, Triple,
+    add_relu, batch_norm_train, conv3d, global_avg_pool3d, max_pool3d, Conv3dConfig, MaskRng,
+    Triple,
 };
 
 /// Bottleneck3d's channel expansion (conv3 outputs `4 · planes`).
@@ -567,7 +564,7 @@ pub struct I3DHead {
     /// The dropout masks come from this generator rather than candle's device RNG so that a
     /// run is reproducible from its seed; the trainer reseeds it per iteration. Boxed: the
     /// generator's buffer would otherwise triple the size of every model enum holding a head.
-    rng: Box<Mutex<ChaCha8Rng>>,
+    rng: MaskRng,
 }
 
 impl I3DHead {
@@ -575,13 +572,13 @@ impl I3DHead {
         Ok(I3DHead {
             fc_cls: linear(in_channels, num_classes, vb.pp("fc_cls"))?,
             dropout: 0.5,
-            rng: Box::new(Mutex::new(ChaCha8Rng::seed_from_u64(0))),
+            rng: MaskRng::new(),
         })
     }
 
     /// Restarts the dropout mask generator.
     pub fn set_dropout_seed(&self, seed: u64) -> Result<()> {
-        reseed(&self.rng, seed)
+        self.rng.reseed(seed)
     }
 
     #[cfg(test)]
@@ -595,47 +592,20 @@ impl I3DHead {
     }
 }
 
-/// Restarts a head's dropout generator.
-pub(crate) fn reseed(rng: &Mutex<ChaCha8Rng>, seed: u64) -> Result<()> {
-    let mut rng = rng
-        .lock()
-        .map_err(|_| candle_core::Error::Msg("head: dropout generator poisoned".into()))?;
-    *rng = ChaCha8Rng::seed_from_u64(seed);
-    Ok(())
-}
-
 /// `nn.Dropout(p)` in training mode: keep with probability 1 − p, scale kept values by
 /// 1 / (1 − p).
 fn dropout_mask(
-    rng: &Mutex<ChaCha8Rng>,
+    rng: &MaskRng,
     p: f64,
     dims: (usize, usize),
     device: &candle_core::Device,
 ) -> Result<Tensor> {
-    let keep = 1.0 / (1.0 - p);
-    let mut rng = rng
-        .lock()
-        .map_err(|_| candle_core::Error::Msg("head: dropout generator poisoned".into()))?;
-    let mask: Vec<f32> = (0..dims.0 * dims.1)
-        .map(|_| {
-            if rng.random::<f64>() < p {
-                0.0
-            } else {
-                keep as f32
-            }
-        })
-        .collect();
-    Tensor::from_vec(mask, dims, device)
+    Tensor::from_vec(rng.mask(dims.0 * dims.1, p)?, dims, device)
 }
 
 /// The heads' `AdaptiveAvgPool3d(1)` → flatten → `Dropout(p)` (only when `train`), with the
 /// masks drawn from the head's own generator.
-pub(crate) fn pooled_dropout(
-    x: &Tensor,
-    p: f64,
-    train: bool,
-    rng: &Mutex<ChaCha8Rng>,
-) -> Result<Tensor> {
+pub(crate) fn pooled_dropout(x: &Tensor, p: f64, train: bool, rng: &MaskRng) -> Result<Tensor> {
     let pooled = global_avg_pool3d(x)?;
     if !train || p <= 0.0 {
         return Ok(pooled);

@@ -3,22 +3,16 @@
 //! `pyskl/models/cnns/rgbposeconv3d.py` is line-for-line the same): an RGB SlowOnly-R50 and a
 //! PoseC3D pathway fused by lateral connections in both directions. Keys are the
 //! `MMRecognizer3D` checkpoint's: `backbone.rgb_path.*`, `backbone.pose_path.*`,
-//! //! `cls_head.fc_rgb`, `cls_head.fc_pose`. `forward` is inference; `forward_t(…, true)` is
+//! `cls_head.fc_rgb`, `cls_head.fc_pose`. `forward` is inference; `forward_t(…, true)` is
 //! PyTorch's `train()` mode (BatchNorm on batch statistics, both heads' dropout), what training
 //! uses. `rgb_detach` / `pose_detach` / the lateral drop-paths are off in every config and not
 //! offered.
 
-use std::sync::Mutex;
-
 use candle_core::{Result, Tensor};
 use candle_nn::{linear, Linear, Module, VarBuilder};
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 
-use super::ops3d::{conv_transpose3d_temporal, ConvTranspose3dConfig};
-use super::resnet3d::{
-    self, pooled_dropout, reseed, BatchNorm3d, ConvModule, ResNet3dSlowOnly, EXPANSION,
-};
+use super::ops3d::{conv_transpose3d_temporal, ConvTranspose3dConfig, MaskRng};
+use super::resnet3d::{self, pooled_dropout, BatchNorm3d, ConvModule, ResNet3dSlowOnly, EXPANSION};
 
 /// The two pathways' `ResNet3dPathway` settings plus the fusion hyper-parameters.
 #[derive(Debug, Clone, PartialEq)]
@@ -313,7 +307,7 @@ pub struct RGBPoseHead {
     /// `dropout` (0.5, expanded to both streams).
     pub dropout: f64,
     /// One seeded generator for both masks (RGB drawn first), as `I3DHead`'s.
-    rng: Box<Mutex<ChaCha8Rng>>,
+    rng: MaskRng,
 }
 
 impl RGBPoseHead {
@@ -322,7 +316,7 @@ impl RGBPoseHead {
             fc_rgb: linear(in_rgb, num_classes, vb.pp("fc_rgb"))?,
             fc_pose: linear(in_pose, num_classes, vb.pp("fc_pose"))?,
             dropout: 0.5,
-            rng: Box::new(Mutex::new(ChaCha8Rng::seed_from_u64(0))),
+            rng: MaskRng::new(),
         })
     }
 
@@ -344,7 +338,7 @@ impl RGBPoseHead {
 
     /// Restarts the dropout mask generator.
     pub fn set_dropout_seed(&self, seed: u64) -> Result<()> {
-        reseed(&self.rng, seed)
+        self.rng.reseed(seed)
     }
 }
 

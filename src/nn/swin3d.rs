@@ -11,14 +11,10 @@
 //! `Module::forward` is inference (fused LayerNorm / softmax kernels, no dropout or drop-path);
 //! [`VideoSwin::forward_t`] with `train = true` uses the composed, differentiable forms instead.
 
-use std::sync::{Arc, Mutex};
-
 use candle_core::{Device, Module, Result, Tensor, D};
 use candle_nn::{linear_b, linear_no_bias, Linear, VarBuilder};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 
-use super::ops3d::Triple;
+use super::ops3d::{MaskRng, Triple};
 
 /// The backbone and head hyper-parameters of a Video Swin config.
 #[derive(Debug, Clone, PartialEq)]
@@ -114,38 +110,6 @@ fn softmax_t(x: &Tensor, train: bool) -> Result<Tensor> {
         candle_nn::ops::softmax(x, D::Minus1)
     } else {
         candle_nn::ops::softmax_last_dim(x)
-    }
-}
-
-/// The one generator behind every drop-path and dropout mask of a model, so that training
-/// draws are a function of the seed the trainer sets per iteration (an exact resume) rather
-/// than of a process-wide generator.
-#[derive(Clone)]
-pub struct MaskRng(Arc<Mutex<ChaCha8Rng>>);
-
-impl MaskRng {
-    fn new() -> Self {
-        MaskRng(Arc::new(Mutex::new(ChaCha8Rng::seed_from_u64(0))))
-    }
-
-    pub fn reseed(&self, seed: u64) -> Result<()> {
-        *self.lock()? = ChaCha8Rng::seed_from_u64(seed);
-        Ok(())
-    }
-
-    fn lock(&self) -> Result<std::sync::MutexGuard<'_, ChaCha8Rng>> {
-        self.0
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("swin: mask generator poisoned".into()))
-    }
-
-    /// `n` values: 0 with probability `p`, else 1/(1−p).
-    fn mask(&self, n: usize, p: f64) -> Result<Vec<f32>> {
-        let keep = (1.0 / (1.0 - p)) as f32;
-        let mut rng = self.lock()?;
-        Ok((0..n)
-            .map(|_| if rng.random::<f64>() < p { 0.0 } else { keep })
-            .collect())
     }
 }
 

@@ -667,14 +667,22 @@ impl TrainConfig {
         c.pose.in_channels = self.in_channels()?;
         c.pose.base_channels = m.base_channels;
         c.pose.stage_blocks = m.stage_blocks.clone();
-        if let Some(b) = m.rgb_base_channels {
-            c.rgb.base_channels = b;
-        }
-        if let Some(v) = &m.rgb_stage_blocks {
-            c.rgb.stage_blocks = v.clone();
-        }
+        c.rgb = self.rgb_pathway();
         c.num_classes = num_classes;
         Ok(c)
+    }
+
+    /// The RGB SlowOnly-R50 (RGBPoseConv3D's RGB pathway) with `model.rgb_*` applied.
+    fn rgb_pathway(&self) -> resnet3d::Config {
+        let m = &self.model;
+        let mut c = resnet3d::Config::slowonly_r50_rgb();
+        if let Some(b) = m.rgb_base_channels {
+            c.base_channels = b;
+        }
+        if let Some(v) = &m.rgb_stage_blocks {
+            c.stage_blocks = v.clone();
+        }
+        c
     }
 
     /// The Swin network of this config: the arch's, with the config's overrides.
@@ -743,16 +751,10 @@ impl TrainConfig {
     /// SlowOnly-R50's with `model.rgb_*` for `slowonly-r50-rgb`).
     pub fn network(&self, num_classes: usize) -> Result<resnet3d::Config> {
         if self.is_rgb_only() {
-            let m = &self.model;
-            let mut c = resnet3d::Config::slowonly_r50_rgb();
-            if let Some(b) = m.rgb_base_channels {
-                c.base_channels = b;
-            }
-            if let Some(v) = &m.rgb_stage_blocks {
-                c.stage_blocks = v.clone();
-            }
-            c.num_classes = num_classes;
-            return Ok(c);
+            return Ok(resnet3d::Config {
+                num_classes,
+                ..self.rgb_pathway()
+            });
         }
         Ok(resnet3d::Config {
             in_channels: self.in_channels()?,

@@ -122,12 +122,44 @@ pub struct Pipeline {
     pub channels: usize,
 }
 
+/// Heatmap channels of `skeleton`: one per keypoint or one per limb.
+pub(crate) fn heatmap_channels(kind: Heatmap, skeleton: &Skeleton) -> usize {
+    match kind {
+        Heatmap::Joint => skeleton.num_keypoints,
+        Heatmap::Limb => skeleton.limbs.len(),
+    }
+}
+
+/// GeneratePoseTarget's settings for training draws, on one thread (the loader's threads
+/// already fill the cores).
+pub(crate) fn train_heatmap_params(kind: Heatmap, sigma: f64) -> HeatmapParams {
+    HeatmapParams {
+        threads: 1,
+        ..match kind {
+            Heatmap::Joint => HeatmapParams::joint(sigma),
+            Heatmap::Limb => HeatmapParams::limb(sigma),
+        }
+    }
+}
+
+/// The item's keypoints have the skeleton's joint count.
+pub(crate) fn check_joints(item: &PoseItem, skeleton: &Skeleton) -> Result<()> {
+    let kp = &item.keypoints;
+    if kp.joints != skeleton.num_keypoints {
+        return Err(TrainError::Sample {
+            clip_id: item.clip_id.clone(),
+            message: format!(
+                "{} joints ({}), the {} skeleton has {}",
+                kp.joints, kp.layout, skeleton.name, skeleton.num_keypoints
+            ),
+        });
+    }
+    Ok(())
+}
+
 impl Pipeline {
     pub fn new(cfg: DataConfig, skeleton: Skeleton) -> Self {
-        let channels = match cfg.heatmap {
-            Heatmap::Joint => skeleton.num_keypoints,
-            Heatmap::Limb => skeleton.limbs.len(),
-        };
+        let channels = heatmap_channels(cfg.heatmap, &skeleton);
         Pipeline {
             cfg,
             skeleton,
@@ -142,16 +174,8 @@ impl Pipeline {
             clip_id: item.clip_id.clone(),
             message: e.to_string(),
         };
+        check_joints(item, &self.skeleton)?;
         let kp = &item.keypoints;
-        if kp.joints != self.skeleton.num_keypoints {
-            return Err(TrainError::Sample {
-                clip_id: item.clip_id.clone(),
-                message: format!(
-                    "{} joints ({}), the {} skeleton has {}",
-                    kp.joints, kp.layout, self.skeleton.name, self.skeleton.num_keypoints
-                ),
-            });
-        }
         let (xy, sc) = kp.to_pyskl();
         let full = PoseSample::new(
             &xy,
@@ -173,14 +197,7 @@ impl Pipeline {
             .map_err(bad)?;
         s.random_flip(c.flip, &self.skeleton.left_kp, &self.skeleton.right_kp, rng)
             .map_err(bad)?;
-        let params = HeatmapParams {
-            // the loader's threads already fill the cores
-            threads: 1,
-            ..match c.heatmap {
-                Heatmap::Joint => HeatmapParams::joint(c.sigma),
-                Heatmap::Limb => HeatmapParams::limb(c.sigma),
-            }
-        };
+        let params = train_heatmap_params(c.heatmap, c.sigma);
         let hm = s.heatmaps(&self.skeleton, &params).map_err(bad)?;
         Ok(frames_to_channels(&hm.data, hm.shape))
     }

@@ -515,23 +515,14 @@ impl GradScaler {
     /// not finite (`unscale_`'s `found_inf`), one host read for all.
     pub fn unscale(&self, params: &BTreeMap<String, Var>, grads: &mut GradStore) -> Result<bool> {
         let inv = 1.0 / self.scale;
-        let mut sums = Vec::with_capacity(params.len());
         for p in params.values() {
             if let Some(g) = grads.remove(p.as_tensor()) {
-                let g = (g.detach() * inv)?;
-                // NaN and ±inf survive a sum of squares in f64; finite f32 values cannot
-                // overflow it.
-                sums.push(g.to_dtype(DType::F64)?.sqr()?.sum_all()?);
-                grads.insert(p.as_tensor(), g);
+                grads.insert(p.as_tensor(), (g.detach() * inv)?);
             }
         }
-        if sums.is_empty() {
-            return Ok(true);
-        }
-        Ok(Tensor::stack(&sums, 0)?
-            .sum_all()?
-            .to_scalar::<f64>()?
-            .is_finite())
+        // NaN and ±inf survive a sum of squares in f64; finite f32 values cannot overflow it.
+        let norm = global_norm(params.values().filter_map(|p| grads.get(p.as_tensor())))?;
+        Ok(norm.is_finite())
     }
 
     /// `_amp_update_scale_`: back off on an overflow, grow after `growth_interval` clean steps.

@@ -20,11 +20,14 @@
 use rand_chacha::ChaCha8Rng;
 
 use super::clips::{Clip, ClipPipeline};
-use super::data::{frames_to_channels, load_split, PoseItem};
+use super::config::Heatmap;
+use super::data::{
+    check_joints, frames_to_channels, heatmap_channels, load_split, train_heatmap_params, PoseItem,
+};
 use super::video_data::{flip_horizontal, load_video_split, read_frames, to_cthw, VideoItem};
 use super::{Result, TrainError};
 use crate::media::decode::VideoReader;
-use crate::modality::heatmap::{HeatmapParams, Skeleton};
+use crate::modality::heatmap::{scaled_canvas, HeatmapParams, Skeleton};
 use crate::modality::pose_pipeline::{PoseCompact, PoseSample, Resize, UniformSampleFrames};
 use crate::nn::models::ModelError;
 use crate::nn::predict::{rgb_pose_inputs, RgbPoseViewConfig};
@@ -108,45 +111,32 @@ pub struct RgbPosePipeline {
 }
 
 impl RgbPosePipeline {
-    fn channels(&self) -> usize {
+    fn kind(&self) -> Heatmap {
         if self.limb {
-            self.skeleton.limbs.len()
+            Heatmap::Limb
         } else {
-            self.skeleton.num_keypoints
+            Heatmap::Joint
         }
     }
 
+    fn channels(&self) -> usize {
+        heatmap_channels(self.kind(), &self.skeleton)
+    }
+
     fn heatmap_params(&self) -> HeatmapParams {
-        let base = if self.limb {
-            HeatmapParams::limb(self.sigma)
-        } else {
-            HeatmapParams::joint(self.sigma)
-        };
         HeatmapParams {
             scaling: self.scaling,
-            // the loader's threads already fill the cores
-            threads: 1,
-            ..base
+            ..train_heatmap_params(self.kind(), self.sigma)
         }
     }
 
     /// `int(x · scaling + 0.5)`, GeneratePoseTarget's canvas side.
     fn canvas(&self, side: usize) -> usize {
-        (side as f64 * self.scaling + 0.5) as usize
+        scaled_canvas(side, side, self.scaling).0
     }
 
     fn check(&self, item: &RgbPoseItem) -> Result<()> {
-        let kp = &item.pose.keypoints;
-        if kp.joints != self.skeleton.num_keypoints {
-            return Err(TrainError::Sample {
-                clip_id: item.pose.clip_id.clone(),
-                message: format!(
-                    "{} joints ({}), the {} skeleton has {}",
-                    kp.joints, kp.layout, self.skeleton.name, self.skeleton.num_keypoints
-                ),
-            });
-        }
-        Ok(())
+        check_joints(&item.pose, &self.skeleton)
     }
 
     /// One training draw: RGB `[3, r, s, s]` followed by heatmaps `[K, 4r, s', s']`.
@@ -264,6 +254,7 @@ impl RgbPosePipeline {
             &cfg,
             self.mean,
             self.std,
+            self.heatmap_params(),
         )
         .map_err(bad)?;
         let rgb = inputs.rgb.first().ok_or_else(|| TrainError::Sample {
@@ -271,10 +262,9 @@ impl RgbPosePipeline {
             message: "no RGB clip was sampled".into(),
         })?;
         let mut out = rgb.flatten_all()?.to_vec1::<f32>()?;
-        let Some(mut pose) = inputs.pose else {
+        let Some(pose) = inputs.pose else {
             return Ok(out);
         };
-        pose.params = self.heatmap_params();
         out.extend(
             pose.clip(0, &self.skeleton)
                 .map_err(bad)?

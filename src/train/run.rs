@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use super::clips::{load_clips, ClipSet};
 use super::config::TrainConfig;
-use super::data::{self, epoch_order, sample_rng, Batch, Loader};
+use super::data::{self, epoch_order, sample_rng, Batch, BatchInput, Loader};
 use super::inflate::{inflate_swin2d, is_swin2d};
 use super::init::{init_reference, init_swin, is_buffer, load_matching, named_vars};
 use super::optim::{
@@ -581,7 +581,7 @@ pub fn train(dataset: &Path, cfg: Option<&TrainConfig>, opts: &RunOptions) -> Re
             let data_time = wait.elapsed().as_secs_f64();
             let t0 = Instant::now();
             let lr = schedule.lr(cfg.optim.lr, iter);
-            let x = inputs(&batch, &opts.device)?;
+            let x = inputs(batch.inputs, &opts.device)?;
             let y = Tensor::new(batch.labels.as_slice(), &opts.device)?;
             net.model
                 .set_dropout_seed(mix(mix(seed, stream::DROPOUT), iter as u64))?;
@@ -779,14 +779,11 @@ fn train_batch(
     data::stack(idx, vols, labels, &set.train_shape())
 }
 
-/// The batch's inputs as tensors on `device`.
-fn inputs(batch: &Batch, device: &Device) -> Result<Vec<Tensor>> {
-    batch
-        .inputs
-        .iter()
-        .map(
-            |i| Ok(Tensor::from_slice(&i.data, i.shape.to_vec(), &Device::Cpu)?.to_device(device)?),
-        )
+/// The batch's inputs as tensors on `device` (the buffers are moved, not copied).
+fn inputs(inputs: Vec<BatchInput>, device: &Device) -> Result<Vec<Tensor>> {
+    inputs
+        .into_iter()
+        .map(|i| Ok(Tensor::from_vec(i.data, i.shape.to_vec(), &Device::Cpu)?.to_device(device)?))
         .collect()
 }
 
@@ -826,7 +823,7 @@ fn validate(
     let mut probs = vec![vec![Vec::new(); items.len()]; heads.len()];
     for batch in Loader::spawn(0, chunks.len(), c.workers, c.prefetch, make) {
         let batch = batch?;
-        let x = inputs(&batch, &opts.device)?;
+        let x = inputs(batch.inputs, &opts.device)?;
         for (h, logits) in model.forward_t(&x, false)?.into_iter().enumerate() {
             let p = candle_nn::ops::softmax(&logits.to_dtype(DType::F32)?, 1)?.to_vec2::<f32>()?;
             for (&i, row) in batch.items.iter().zip(p) {
