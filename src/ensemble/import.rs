@@ -5,8 +5,8 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use super::read_score_file;
 use super::stream::{parse_id_list, ScoreKind, ScoreStream};
+use super::{read_score_file, ParsedScores};
 use crate::dataset::Split;
 use crate::store::{Dataset, StoredStream};
 
@@ -80,7 +80,8 @@ pub fn import_score_file(ds: &mut Dataset, path: &Path) -> Result<Imported, Scor
         path: path.to_path_buf(),
         source: Box::new(source),
     };
-    let (read, order) = read_with_order(ds, path, &stem)?;
+    let all = ds.samples().map_err(store)?;
+    let (read, order) = read_with_order(&all, path, &stem)?;
     let expected = ds.taxonomy().len();
     if let Some(s) = read.iter().find(|(s, _)| s.classes != expected) {
         return Err(ScoreImportError::Classes {
@@ -89,12 +90,7 @@ pub fn import_score_file(ds: &mut Dataset, path: &Path) -> Result<Imported, Scor
             expected,
         });
     }
-    let samples: HashSet<String> = ds
-        .samples()
-        .map_err(store)?
-        .into_iter()
-        .map(|s| s.clip_id)
-        .collect();
+    let samples: HashSet<String> = all.into_iter().map(|s| s.clip_id).collect();
     let mut notes = Vec::new();
     for (s, report) in &read {
         let known = s.clip_ids.iter().filter(|c| samples.contains(*c)).count();
@@ -149,7 +145,7 @@ type Read = Vec<(ScoreStream, super::stream::Report)>;
 
 /// The file's streams and where their row order came from.
 fn read_with_order(
-    ds: &Dataset,
+    samples: &[crate::dataset::Sample],
     path: &Path,
     stem: &str,
 ) -> Result<(Read, String), ScoreImportError> {
@@ -166,26 +162,13 @@ fn read_with_order(
         let read = read_score_file(path, stem, Some(&ids), ScoreKind::Auto).map_err(unreadable)?;
         return Ok((read, format!("the clip ids in {}", sidecar.display())));
     }
-    let ext = path
-        .extension()
-        .map(|e| e.to_string_lossy().to_ascii_lowercase())
-        .unwrap_or_default();
-    if !matches!(ext.as_str(), "pkl" | "pickle" | "npy") {
-        // CSV rows carry their clip ids; anything else is named by the reader.
-        let read = read_score_file(path, stem, None, ScoreKind::Auto).map_err(unreadable)?;
+    // Parsed once, before any id list is tried: a file that is not a dump at all is named as
+    // such, not as a row-order problem. CSV rows carry their clip ids.
+    let parsed = ParsedScores::read(path, stem, ScoreKind::Auto).map_err(unreadable)?;
+    if !parsed.needs_ids() {
+        let read = parsed.with_ids(None).map_err(unreadable)?;
         return Ok((read, "the clip ids in the file".into()));
     }
-    // Without ids a pickle is still parsed before its ids are asked for: a file that is not a
-    // dump at all is named as such, not as a row-order problem.
-    match read_score_file(path, stem, None, ScoreKind::Auto) {
-        Ok(read) => return Ok((read, "the clip ids in the file".into())),
-        Err(crate::Error::Invalid(_)) => {}
-        Err(e) => return Err(unreadable(e)),
-    }
-    let samples = ds.samples().map_err(|source| ScoreImportError::Store {
-        path: path.to_path_buf(),
-        source: Box::new(source),
-    })?;
     let mut first_error = None;
     for split in [Split::Val, Split::Test, Split::Train] {
         let ids: Vec<String> = samples
@@ -196,7 +179,7 @@ fn read_with_order(
         if ids.is_empty() {
             continue;
         }
-        match read_score_file(path, stem, Some(&ids), ScoreKind::Auto) {
+        match parsed.with_ids(Some(&ids)) {
             Ok(read) => {
                 return Ok((
                     read,

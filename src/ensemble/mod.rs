@@ -31,66 +31,118 @@ pub fn read_score_file(
     ids: Option<&[String]>,
     kind: ScoreKind,
 ) -> Result<Vec<(ScoreStream, stream::Report)>> {
-    let ext = path
-        .extension()
-        .map(|e| e.to_string_lossy().to_ascii_lowercase())
-        .unwrap_or_default();
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let need_ids = || {
-        ids.map(<[String]>::to_vec).ok_or_else(|| {
-            Error::Invalid(format!(
-                "{}: the file has no clip ids; give the id list of its rows (--ids FILE) or a split",
-                path.display()
-            ))
-        })
-    };
-    let ctx = |e: EnsembleError| Error::format(path, format!("stream {name}"), e.to_string());
-    match ext.as_str() {
-        "csv" => {
-            let text = String::from_utf8(bytes)
-                .map_err(|_| Error::format(path, "file", "expected UTF-8 csv"))?;
-            Ok(vec![ScoreStream::from_csv(name, &text, kind).map_err(ctx)?])
-        }
-        "npy" => {
-            let ids = need_ids()?.join("\n");
-            Ok(vec![
-                ScoreStream::from_npy(name, &bytes, &ids, kind).map_err(ctx)?
-            ])
-        }
-        "pkl" | "pickle" => {
-            let v = read_pickle(&bytes).map_err(|e| Error::Pickle {
-                path: path.to_path_buf(),
-                source: e,
-            })?;
-            let parts = pickle_rows(path, &v)?;
-            let ids = need_ids()?;
-            let mut out = Vec::new();
-            for (suffix, rows) in parts {
-                if rows.len() != ids.len() {
-                    return Err(Error::format(
-                        path,
-                        "top level",
-                        format!(
-                            "{} score rows but {} clip ids: the id list must give the dump's clip order",
-                            rows.len(),
-                            ids.len()
-                        ),
-                    ));
-                }
-                let classes = rows.first().map_or(0, Vec::len);
-                let n = match suffix {
-                    Some(s) => format!("{name}.{s}"),
-                    None => name.to_string(),
-                };
-                out.push(ScoreStream::new(n, ids.clone(), classes, rows, kind).map_err(ctx)?);
+    ParsedScores::read(path, name, kind)?.with_ids(ids)
+}
+
+/// A score file read and parsed once, before its rows are given clip ids (so a caller can try
+/// several id lists on one parse).
+pub struct ParsedScores {
+    path: std::path::PathBuf,
+    name: String,
+    kind: ScoreKind,
+    body: Parsed,
+}
+
+enum Parsed {
+    /// CSV rows carry their clip ids.
+    Csv(Vec<(ScoreStream, stream::Report)>),
+    Npy(Vec<u8>),
+    Pickle(Vec<NamedRows>),
+}
+
+impl ParsedScores {
+    pub fn read(path: &Path, name: &str, kind: ScoreKind) -> Result<Self> {
+        let ext = path
+            .extension()
+            .map(|e| e.to_string_lossy().to_ascii_lowercase())
+            .unwrap_or_default();
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let ctx = |e: EnsembleError| Error::format(path, format!("stream {name}"), e.to_string());
+        let body = match ext.as_str() {
+            "csv" => {
+                let text = String::from_utf8(bytes)
+                    .map_err(|_| Error::format(path, "file", "expected UTF-8 csv"))?;
+                Parsed::Csv(vec![ScoreStream::from_csv(name, &text, kind).map_err(ctx)?])
             }
-            Ok(out)
+            "npy" => Parsed::Npy(bytes),
+            "pkl" | "pickle" => {
+                let v = read_pickle(&bytes).map_err(|e| Error::Pickle {
+                    path: path.to_path_buf(),
+                    source: e,
+                })?;
+                Parsed::Pickle(pickle_rows(path, &v)?)
+            }
+            other => {
+                return Err(Error::format(
+                    path,
+                    "extension",
+                    format!(
+                        "unknown score file type {other:?}: expected .pkl, .npy (+ id list) or .csv"
+                    ),
+                ))
+            }
+        };
+        Ok(ParsedScores {
+            path: path.to_path_buf(),
+            name: name.to_string(),
+            kind,
+            body,
+        })
+    }
+
+    /// Whether the rows need an id list (pickles and `.npy` carry none).
+    pub fn needs_ids(&self) -> bool {
+        !matches!(self.body, Parsed::Csv(_))
+    }
+
+    /// The streams, with `ids` as the clip order of the rows where the file has none.
+    pub fn with_ids(&self, ids: Option<&[String]>) -> Result<Vec<(ScoreStream, stream::Report)>> {
+        let (path, name, kind) = (self.path.as_path(), self.name.as_str(), self.kind);
+        let need_ids = || {
+            ids.map(<[String]>::to_vec).ok_or_else(|| {
+                Error::Invalid(format!(
+                    "{}: the file has no clip ids; give the id list of its rows (--ids FILE) or a split",
+                    path.display()
+                ))
+            })
+        };
+        let ctx = |e: EnsembleError| Error::format(path, format!("stream {name}"), e.to_string());
+        match &self.body {
+            Parsed::Csv(streams) => Ok(streams.clone()),
+            Parsed::Npy(bytes) => {
+                let ids = need_ids()?.join("\n");
+                Ok(vec![
+                    ScoreStream::from_npy(name, bytes, &ids, kind).map_err(ctx)?
+                ])
+            }
+            Parsed::Pickle(parts) => {
+                let ids = need_ids()?;
+                let mut out = Vec::new();
+                for (suffix, rows) in parts {
+                    if rows.len() != ids.len() {
+                        return Err(Error::format(
+                            path,
+                            "top level",
+                            format!(
+                                "{} score rows but {} clip ids: the id list must give the dump's clip order",
+                                rows.len(),
+                                ids.len()
+                            ),
+                        ));
+                    }
+                    let classes = rows.first().map_or(0, Vec::len);
+                    let n = match suffix {
+                        Some(s) => format!("{name}.{s}"),
+                        None => name.to_string(),
+                    };
+                    out.push(
+                        ScoreStream::new(n, ids.clone(), classes, rows.clone(), kind)
+                            .map_err(ctx)?,
+                    );
+                }
+                Ok(out)
+            }
         }
-        other => Err(Error::format(
-            path,
-            "extension",
-            format!("unknown score file type {other:?}: expected .pkl, .npy (+ id list) or .csv"),
-        )),
     }
 }
 
