@@ -125,6 +125,33 @@ fn wait_for(h: &mut Harness<'_, MgApp>, what: &str, done: impl Fn(&MgApp) -> boo
     h.step();
 }
 
+/// Ctrl+Shift+Z.
+fn redo(h: &mut Harness<'_, MgApp>) {
+    h.key_press_modifiers(
+        egui::Modifiers::COMMAND.plus(egui::Modifiers::SHIFT),
+        egui::Key::Z,
+    );
+    h.run_steps(2);
+}
+
+/// Types `name` into the preset field, saves, and reads the preset back from the store.
+fn save_preset_via_ui(
+    h: &mut Harness<'_, MgApp>,
+    root: &Path,
+    name: &str,
+) -> mgscope::store::LoadedPreset {
+    h.get_by_label("Preset name").click();
+    h.run_steps(2);
+    h.get_by_label("Preset name").type_text(name);
+    h.run_steps(2);
+    h.get_by_label("Save preset").click();
+    h.run_steps(2);
+    Dataset::open(root)
+        .expect("open")
+        .load_preset(name)
+        .expect("the preset is in the dataset")
+}
+
 fn shown(app: &MgApp) -> Option<(String, u32)> {
     app.open_clip().and_then(|(c, f)| Some((c.to_string(), f?)))
 }
@@ -336,24 +363,11 @@ fn a_slider_drag_is_one_undo_step_and_a_preset_round_trips() {
         .status()
         .starts_with("undid weight of 'good' 0.50 ->"));
     // Ctrl+Shift+Z brings the drag back as a whole.
-    h.key_press_modifiers(
-        egui::Modifiers::COMMAND.plus(egui::Modifiers::SHIFT),
-        egui::Key::Z,
-    );
-    h.run_steps(2);
+    redo(&mut h);
     assert_eq!(h.state().ensemble_weights(), &dragged[..]);
 
     // Save these weights as a preset; the store has them and the figures compare with them.
-    h.get_by_label("Preset name").click();
-    h.run_steps(2);
-    h.get_by_label("Preset name").type_text("kit");
-    h.run_steps(2);
-    h.get_by_label("Save preset").click();
-    h.run_steps(2);
-    let saved = Dataset::open(&root)
-        .expect("open")
-        .load_preset("kit")
-        .expect("the preset is in the dataset");
+    let saved = save_preset_via_ui(&mut h, &root, "kit");
     let by_name = |w: &[f32]| {
         names
             .iter()
@@ -662,24 +676,11 @@ fn inner_sliders_of_a_composite_show_the_engines_top1_and_undo_as_one_step() {
         "{}",
         h.state().status()
     );
-    h.key_press_modifiers(
-        egui::Modifiers::COMMAND.plus(egui::Modifiers::SHIFT),
-        egui::Key::Z,
-    );
-    h.run_steps(2);
+    redo(&mut h);
     assert_eq!(inner(&h), dragged);
 
     // Saved as a preset, the composite and its sub-weights are in the store.
-    h.get_by_label("Preset name").click();
-    h.run_steps(2);
-    h.get_by_label("Preset name").type_text("heads");
-    h.run_steps(2);
-    h.get_by_label("Save preset").click();
-    h.run_steps(2);
-    let saved = Dataset::open(&root)
-        .expect("open")
-        .load_preset("heads")
-        .expect("the preset is in the dataset");
+    let saved = save_preset_via_ui(&mut h, &root, "heads");
     let rp = saved
         .terms
         .iter()

@@ -472,7 +472,7 @@ impl EnsemblePanel {
                 }
                 // Tuned outer weights mean something only for the composites they were tuned
                 // with.
-                let still = same_inner(&self.searched_on, &self.terms());
+                let still = self.sliders_are(&self.searched_on, false);
                 if r.tuned.stream_names.len() == self.weights.len() {
                     let b = ui
                         .add_enabled(still, egui::Button::new("Apply the tuned weights"))
@@ -542,13 +542,38 @@ impl EnsemblePanel {
             .collect()
     }
 
+    /// Whether the sliders are `terms` (with `outer`, the outer weights too; else only the
+    /// layout and the inner weights), compared in place: this runs every frame.
+    fn sliders_are(&self, terms: &[PresetTerm], outer: bool) -> bool {
+        self.inputs.len() == terms.len()
+            && self
+                .inputs
+                .iter()
+                .zip(&self.weights)
+                .zip(terms)
+                .all(|((s, &w), t)| {
+                    (!outer || w == t.weight)
+                        && match s {
+                            Stream::Single(x) => x.name == t.name && t.parts.is_empty(),
+                            Stream::Composite(c) => {
+                                c.name == t.name
+                                    && c.parts.len() == t.parts.len()
+                                    && c.parts
+                                        .iter()
+                                        .zip(&t.parts)
+                                        .all(|((p, pw), (n, tw))| p.name == *n && pw == tw)
+                            }
+                        }
+                })
+    }
+
     /// Closes the open step: the weights since the last step become one undo entry, and the
     /// dataset remembers them.
     fn commit(&mut self, ds: &Dataset, what: Option<String>) {
-        let now = self.terms();
-        if now == self.committed {
+        if self.sliders_are(&self.committed, true) {
             return;
         }
+        let now = self.terms();
         let what = what.unwrap_or_else(|| describe_change(&self.committed, &now));
         self.history.push(WeightEdit {
             before: std::mem::replace(&mut self.committed, now.clone()),
@@ -703,7 +728,7 @@ impl EnsemblePanel {
             return Err(crate::Error::Invalid("no score streams".into()));
         };
         let w: Vec<f32> = terms.iter().map(|t| t.weight).collect();
-        if same_inner(&self.terms(), terms) {
+        if self.sliders_are(terms, false) {
             return Ok(evaluate(&f.fused(&w)?, f.classes(), f.labels())?);
         }
         let other = Fusion::new(
@@ -1402,14 +1427,6 @@ fn same_layout(a: &[PresetTerm], b: &[PresetTerm]) -> bool {
                 && x.parts.len() == y.parts.len()
                 && x.parts.iter().zip(&y.parts).all(|(p, q)| p.0 == q.0)
         })
-}
-
-/// The same layout with the same inner weights: only the outer weights may differ.
-fn same_inner(a: &[PresetTerm], b: &[PresetTerm]) -> bool {
-    a.len() == b.len()
-        && a.iter()
-            .zip(b)
-            .all(|(x, y)| x.name == y.name && x.parts == y.parts)
 }
 
 /// "weight of 'rgb' 0.50 -> 0.20", "weight of 'm.pose' in 'm' …", or how many moved.

@@ -572,23 +572,8 @@ fn escape_during_a_handle_drag_saves_nothing() {
 /// loaded on them.
 fn app_with_streams() -> (tempfile::TempDir, MgApp) {
     let (dir, mut app) = app();
-    let stream = |name: &str, favoured: usize| {
-        let mut probs = vec![0.01f32; 32];
-        probs[favoured] = 0.69;
-        crate::store::StoredStream {
-            name: name.into(),
-            classes: 32,
-            clip_ids: vec!["0001_1".into()],
-            probs,
-            source: "test".into(),
-            report: "{}".into(),
-        }
-    };
-    let ds = app.dataset.as_mut().expect("dataset");
     // 0001_1 is labelled 1: "right" is right.
-    ds.put_stream(&stream("right", 1)).expect("stream");
-    ds.put_stream(&stream("wrong", 5)).expect("stream");
-    app.ensemble.load(ds, Split::Val);
+    with_streams(&mut app, &[("right", 1), ("wrong", 5)]);
     assert_eq!(app.ensemble.weights(), &[0.5, 0.5]);
     (dir, app)
 }

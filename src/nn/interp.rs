@@ -124,16 +124,24 @@ pub fn resample(x: &Tensor, dim: usize, taps: &Taps) -> Result<Tensor> {
     acc.ok_or_else(|| candle_core::Error::Msg("resample: no taps".into()))
 }
 
-/// `F.interpolate(x, size=(oh, ow), mode="bilinear", align_corners=True)` of a `[.., H, W]`
-/// tensor. Width first, then height, as ATen nests the sums.
-pub fn bilinear_align_corners(x: &Tensor, oh: usize, ow: usize) -> Result<Tensor> {
+/// Resamples the last two axes of `x`, width first, then height, as ATen nests the sums;
+/// `taps(in_len, axis)` gives the taps of one axis (0 = height, 1 = width).
+fn separable(x: &Tensor, what: &str, taps: impl Fn(usize, usize) -> Taps) -> Result<Tensor> {
     let rank = x.rank();
     if rank < 2 {
-        candle_core::bail!("bilinear resize needs [.., H, W], got {:?}", x.dims());
+        candle_core::bail!("{what} resize needs [.., H, W], got {:?}", x.dims());
     }
     let (h, w) = (x.dims()[rank - 2], x.dims()[rank - 1]);
-    let x = resample(x, rank - 1, &bilinear_align_corners_taps(w, ow))?;
-    resample(&x, rank - 2, &bilinear_align_corners_taps(h, oh))
+    let x = resample(x, rank - 1, &taps(w, 1))?;
+    resample(&x, rank - 2, &taps(h, 0))
+}
+
+/// `F.interpolate(x, size=(oh, ow), mode="bilinear", align_corners=True)` of a `[.., H, W]`
+/// tensor.
+pub fn bilinear_align_corners(x: &Tensor, oh: usize, ow: usize) -> Result<Tensor> {
+    separable(x, "bilinear", |n, axis| {
+        bilinear_align_corners_taps(n, if axis == 0 { oh } else { ow })
+    })
 }
 
 /// `F.interpolate(x, scale_factor=(sh, sw), mode="bicubic", align_corners=False)` of a
@@ -144,25 +152,21 @@ pub fn bicubic_scale_factor(
     (oh, ow): (usize, usize),
     (sh, sw): (f64, f64),
 ) -> Result<Tensor> {
-    let rank = x.rank();
-    if rank < 2 {
-        candle_core::bail!("bicubic resize needs [.., H, W], got {:?}", x.dims());
-    }
-    let (h, w) = (x.dims()[rank - 2], x.dims()[rank - 1]);
-    let x = resample(x, rank - 1, &bicubic_taps(w, ow, Some(sw)))?;
-    resample(&x, rank - 2, &bicubic_taps(h, oh, Some(sh)))
+    separable(x, "bicubic", |n, axis| {
+        if axis == 0 {
+            bicubic_taps(n, oh, Some(sh))
+        } else {
+            bicubic_taps(n, ow, Some(sw))
+        }
+    })
 }
 
 /// `F.interpolate(x, size=(oh, ow), mode="bicubic", align_corners=False)` of a `[.., H, W]`
 /// tensor (mmaction2's Swin `inflate_weights` resizes the bias tables so).
 pub fn bicubic_size(x: &Tensor, oh: usize, ow: usize) -> Result<Tensor> {
-    let rank = x.rank();
-    if rank < 2 {
-        candle_core::bail!("bicubic resize needs [.., H, W], got {:?}", x.dims());
-    }
-    let (h, w) = (x.dims()[rank - 2], x.dims()[rank - 1]);
-    let x = resample(x, rank - 1, &bicubic_taps(w, ow, None))?;
-    resample(&x, rank - 2, &bicubic_taps(h, oh, None))
+    separable(x, "bicubic", |n, axis| {
+        bicubic_taps(n, if axis == 0 { oh } else { ow }, None)
+    })
 }
 
 #[cfg(test)]
