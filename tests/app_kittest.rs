@@ -125,6 +125,15 @@ fn wait_for(h: &mut Harness<'_, MgApp>, what: &str, done: impl Fn(&MgApp) -> boo
     h.step();
 }
 
+/// The app on `root` with the Ensemble tab open.
+fn ensemble_tab(root: &Path) -> Harness<'static, MgApp> {
+    let mut h = harness(root);
+    h.step();
+    h.get_by_label("Ensemble").click();
+    h.run_steps(3);
+    h
+}
+
 /// Ctrl+Shift+Z.
 fn redo(h: &mut Harness<'_, MgApp>) {
     h.key_press_modifiers(
@@ -208,10 +217,7 @@ fn select_step_relabel_undo_through_the_keyboard() {
 fn moving_a_weight_slider_shows_the_engines_top1() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let root = demo_dataset(tmp.path());
-    let mut h = harness(&root);
-    h.step();
-    h.get_by_label("Ensemble").click();
-    h.run_steps(3);
+    let mut h = ensemble_tab(&root);
 
     // The engine's own figures for the weights the test sets.
     let fusion = val_fusion(&root);
@@ -300,10 +306,7 @@ fn a_slider_drag_is_one_undo_step_and_a_preset_round_trips() {
     let names = fusion.stream_names().to_vec();
     let good = names.iter().position(|n| n == "good").expect("good");
     let shifted = 1 - good;
-    let mut h = harness(&root);
-    h.step();
-    h.get_by_label("Ensemble").click();
-    h.run_steps(3);
+    let mut h = ensemble_tab(&root);
     let before = h.state().ensemble_weights().to_vec();
     assert_eq!(before, [0.5, 0.5]);
 
@@ -447,10 +450,7 @@ fn a_slider_drag_is_one_undo_step_and_a_preset_round_trips() {
 
     // A new window on the dataset compares with the preset loaded last and has the sliders
     // where they were left.
-    let mut h = harness(&root);
-    h.step();
-    h.get_by_label("Ensemble").click();
-    h.run_steps(3);
+    let h = ensemble_tab(&root);
     assert_eq!(h.state().ensemble_compared_preset(), Some("kit"));
     assert_eq!(h.state().ensemble_weights(), &moved[..]);
     assert_eq!(h.state().ensemble_top1(), Some(now.top1));
@@ -581,10 +581,7 @@ fn inner_sliders_of_a_composite_show_the_engines_top1_and_undo_as_one_step() {
     use egui::accesskit::Role;
     let tmp = tempfile::tempdir().expect("tempdir");
     let root = demo_with_heads(tmp.path());
-    let mut h = harness(&root);
-    h.step();
-    h.get_by_label("Ensemble").click();
-    h.run_steps(3);
+    let mut h = ensemble_tab(&root);
     assert_eq!(h.state().ensemble_weights(), &[0.25; 4]);
     assert_eq!(h.get_all_by_role(Role::Slider).count(), 4, "flat at first");
 
@@ -711,10 +708,7 @@ fn inner_sliders_of_a_composite_show_the_engines_top1_and_undo_as_one_step() {
     drop(h);
 
     // A new window opens on the composite as it was left.
-    let mut h = harness(&root);
-    h.step();
-    h.get_by_label("Ensemble").click();
-    h.run_steps(3);
+    let h = ensemble_tab(&root);
     assert_eq!(h.state().ensemble_terms(), saved.terms);
     assert_eq!(h.state().ensemble_top1(), at_heads);
     assert_eq!(h.get_all_by_role(Role::Slider).count(), 5);
